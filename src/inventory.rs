@@ -1,0 +1,499 @@
+//! The pure model of what a node has: one [`Interface`] per link, in the
+//! `status.interfaces[]` shape of a NodeSurvey, and the [`Inventory`] that
+//! keeps every link of the namespace keyed by its index.
+//!
+//! Nothing here does I/O; discovery fills it, the agent reads it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// One network interface as published in `status.interfaces[]`.
+///
+/// Optional facts are omitted from the output when unknown rather than
+/// written as `null`, so a survey changes only when a fact does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Interface {
+    pub name: String,
+    pub index: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permanent_mac: Option<String>,
+    pub kind: LinkKind,
+    pub oper_state: OperState,
+    pub carrier: bool,
+    pub mtu: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alt_names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed_mbps: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplex: Option<Duplex>,
+    /// The LLDP neighbor seen on this interface, when one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lldp: Option<Neighbor>,
+    /// The semantic networks this interface serves on this node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
+}
+
+impl Interface {
+    /// A bare interface with only the facts every link has.
+    pub fn new(name: impl Into<String>, index: u32, kind: LinkKind) -> Self {
+        Interface {
+            name: name.into(),
+            index,
+            mac: None,
+            permanent_mac: None,
+            kind,
+            oper_state: OperState::Unknown,
+            carrier: false,
+            mtu: 0,
+            master: None,
+            alias: None,
+            alt_names: Vec::new(),
+            driver: None,
+            pci_address: None,
+            speed_mbps: None,
+            duplex: None,
+            lldp: None,
+            networks: Vec::new(),
+        }
+    }
+
+    /// True when the link can pass traffic: administratively and
+    /// operationally up with carrier.
+    pub fn is_up(&self) -> bool {
+        self.carrier && matches!(self.oper_state, OperState::Up | OperState::Unknown)
+    }
+
+    /// The names this interface answers to: its name, then its altNames.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.name.as_str()).chain(self.alt_names.iter().map(String::as_str))
+    }
+}
+
+/// What sort of link an interface is.
+///
+/// `physical` is a link backed by a device (`/sys/class/net/<if>/device`)
+/// with no kernel link kind; virtual links carry their kernel kind name
+/// (`veth`, `bridge`, `bond`, `macvlan`, ...).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LinkKind {
+    Physical,
+    Loopback,
+    /// A link with a kernel kind, named as the kernel names it.
+    Virtual(String),
+    /// No kernel kind and no backing device.
+    Other,
+}
+
+impl LinkKind {
+    pub fn is_physical(&self) -> bool {
+        matches!(self, LinkKind::Physical)
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            LinkKind::Physical => "physical",
+            LinkKind::Loopback => "loopback",
+            LinkKind::Virtual(kind) => kind,
+            LinkKind::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for LinkKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&str> for LinkKind {
+    fn from(s: &str) -> Self {
+        match s {
+            "physical" => LinkKind::Physical,
+            "loopback" => LinkKind::Loopback,
+            "other" | "" => LinkKind::Other,
+            kind => LinkKind::Virtual(kind.to_string()),
+        }
+    }
+}
+
+impl Serialize for LinkKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for LinkKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(LinkKind::from(s.as_str()))
+    }
+}
+
+/// RFC 2863 operational state, as the kernel reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OperState {
+    Up,
+    Down,
+    LowerLayerDown,
+    Dormant,
+    Testing,
+    NotPresent,
+    Unknown,
+}
+
+impl OperState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperState::Up => "up",
+            OperState::Down => "down",
+            OperState::LowerLayerDown => "lowerlayerdown",
+            OperState::Dormant => "dormant",
+            OperState::Testing => "testing",
+            OperState::NotPresent => "notpresent",
+            OperState::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for OperState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Duplex {
+    Full,
+    Half,
+}
+
+/// The LLDP neighbor of an interface: the switch and port it is cabled to.
+///
+/// Holds nothing time-varying, so it changes only when the neighbor does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Neighbor {
+    pub chassis_id: TypedId,
+    pub port_id: TypedId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_description: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub management_addresses: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvid: Option<u16>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vlans: Vec<Vlan>,
+    pub ttl_seconds: u16,
+}
+
+/// A chassis or port identifier with its LLDP subtype named.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypedId {
+    pub subtype: String,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vlan {
+    pub id: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Formats a hardware address the way `ip link` does: lowercase hex pairs
+/// joined by colons.
+pub fn format_mac(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 3);
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// One link of the namespace: its published facts and the index of its
+/// master, kept so the master's name can follow a rename.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub interface: Interface,
+    pub master_index: Option<u32>,
+}
+
+/// Every link of one network namespace, by index.
+///
+/// Master names are resolved on insertion and kept current when a master is
+/// renamed, added or removed, so reading an interface is a plain lookup.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inventory {
+    links: BTreeMap<u32, Link>,
+}
+
+impl Inventory {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.links.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty()
+    }
+
+    pub fn get(&self, index: u32) -> Option<&Link> {
+        self.links.get(&index)
+    }
+
+    pub fn links(&self) -> impl Iterator<Item = &Link> {
+        self.links.values()
+    }
+
+    /// Indices of the links enslaved to `index`.
+    pub fn ports_of(&self, index: u32) -> Vec<u32> {
+        self.links
+            .values()
+            .filter(|l| l.master_index == Some(index))
+            .map(|l| l.interface.index)
+            .collect()
+    }
+
+    /// Inserts or replaces a link, resolving its master's name and renaming
+    /// the master of its own ports.
+    pub fn upsert(&mut self, mut link: Link) {
+        let index = link.interface.index;
+        link.interface.master = link
+            .master_index
+            .and_then(|m| self.links.get(&m))
+            .map(|m| m.interface.name.clone());
+        let name = link.interface.name.clone();
+        let renamed = self
+            .links
+            .get(&index)
+            .is_none_or(|old| old.interface.name != name);
+        self.links.insert(index, link);
+        if renamed {
+            for port in self.links.values_mut() {
+                if port.master_index == Some(index) {
+                    port.interface.master = Some(name.clone());
+                }
+            }
+        }
+    }
+
+    /// Removes a link; its ports keep their master index (the kernel sends
+    /// their own updates) but lose the name.
+    pub fn remove(&mut self, index: u32) -> Option<Link> {
+        let removed = self.links.remove(&index)?;
+        for port in self.links.values_mut() {
+            if port.master_index == Some(index) {
+                port.interface.master = None;
+            }
+        }
+        Some(removed)
+    }
+
+    /// Keeps only the links for which `keep` holds.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Link) -> bool) {
+        let gone: Vec<u32> = self
+            .links
+            .values()
+            .filter(|l| !keep(l))
+            .map(|l| l.interface.index)
+            .collect();
+        for index in gone {
+            self.remove(index);
+        }
+    }
+}
+
+/// What changed about one surveyed interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Added(Interface),
+    Removed(Interface),
+    Updated {
+        before: Box<Interface>,
+        after: Box<Interface>,
+    },
+}
+
+impl Change {
+    /// The interface as it is now (or was, when removed).
+    pub fn interface(&self) -> &Interface {
+        match self {
+            Change::Added(i) | Change::Removed(i) => i,
+            Change::Updated { after, .. } => after,
+        }
+    }
+
+    /// Compares two views of one interface; `None` when they are equal.
+    pub fn between(before: Option<&Interface>, after: Option<&Interface>) -> Option<Change> {
+        match (before, after) {
+            (None, None) => None,
+            (None, Some(a)) => Some(Change::Added(a.clone())),
+            (Some(b), None) => Some(Change::Removed(b.clone())),
+            (Some(b), Some(a)) if a == b => None,
+            (Some(b), Some(a)) => Some(Change::Updated {
+                before: Box::new(b.clone()),
+                after: Box::new(a.clone()),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for Change {
+    /// One log line: `added sv-a (veth)`, `sv-a: operState down -> up`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::Added(i) => write!(f, "added {} ({})", i.name, i.kind),
+            Change::Removed(i) => write!(f, "removed {} ({})", i.name, i.kind),
+            Change::Updated { before, after } => {
+                write!(f, "{}:", after.name)?;
+                let diffs = field_diffs(before, after);
+                for (n, (field, old, new)) in diffs.iter().enumerate() {
+                    let sep = if n == 0 { " " } else { ", " };
+                    write!(f, "{sep}{field} {old} -> {new}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The fields that differ between two views of an interface, rendered for
+/// logs as (field, before, after).
+pub fn field_diffs(b: &Interface, a: &Interface) -> Vec<(&'static str, String, String)> {
+    fn opt<T: fmt::Display>(v: &Option<T>) -> String {
+        v.as_ref()
+            .map_or_else(|| "-".to_string(), |v| v.to_string())
+    }
+    let mut out = Vec::new();
+    let mut push = |field, old: String, new: String| {
+        if old != new {
+            out.push((field, old, new));
+        }
+    };
+    push("name", b.name.clone(), a.name.clone());
+    push("kind", b.kind.to_string(), a.kind.to_string());
+    push(
+        "operState",
+        b.oper_state.to_string(),
+        a.oper_state.to_string(),
+    );
+    push("carrier", b.carrier.to_string(), a.carrier.to_string());
+    push("mtu", b.mtu.to_string(), a.mtu.to_string());
+    push("mac", opt(&b.mac), opt(&a.mac));
+    push("master", opt(&b.master), opt(&a.master));
+    push("alias", opt(&b.alias), opt(&a.alias));
+    push("altNames", b.alt_names.join(","), a.alt_names.join(","));
+    push("speedMbps", opt(&b.speed_mbps), opt(&a.speed_mbps));
+    push(
+        "lldp",
+        b.lldp.as_ref().map_or("-".into(), neighbor_label),
+        a.lldp.as_ref().map_or("-".into(), neighbor_label),
+    );
+    push("networks", b.networks.join(","), a.networks.join(","));
+    out
+}
+
+/// `systemName/portId`, the NEIGHBOR column and log form of a neighbor.
+pub fn neighbor_label(n: &Neighbor) -> String {
+    let system = n.system_name.as_deref().unwrap_or(&n.chassis_id.value);
+    format!("{system}/{}", n.port_id.value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(name: &str, index: u32, master: Option<u32>) -> Link {
+        Link {
+            interface: Interface::new(name, index, LinkKind::Virtual("veth".into())),
+            master_index: master,
+        }
+    }
+
+    #[test]
+    fn master_name_follows_insert_order_and_rename() {
+        let mut inv = Inventory::new();
+        // Port first: its master is not known yet.
+        inv.upsert(link("port0", 3, Some(7)));
+        assert_eq!(inv.get(3).unwrap().interface.master, None);
+        inv.upsert(link("br0", 7, None));
+        assert_eq!(inv.get(3).unwrap().interface.master.as_deref(), Some("br0"));
+        inv.upsert(link("br-green", 7, None));
+        assert_eq!(
+            inv.get(3).unwrap().interface.master.as_deref(),
+            Some("br-green")
+        );
+        inv.remove(7);
+        assert_eq!(inv.get(3).unwrap().interface.master, None);
+        assert_eq!(inv.ports_of(7), vec![3]);
+    }
+
+    #[test]
+    fn interface_serializes_camel_case_without_unknowns() {
+        let mut i = Interface::new("sv-a", 4, LinkKind::Virtual("veth".into()));
+        i.mac = Some(format_mac(&[2, 0xaa, 0, 0, 0, 1]));
+        i.oper_state = OperState::LowerLayerDown;
+        i.alt_names = vec!["green-alt".into()];
+        let v = serde_json::to_value(&i).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "name": "sv-a", "index": 4, "mac": "02:aa:00:00:00:01",
+                "kind": "veth", "operState": "lowerlayerdown", "carrier": false,
+                "mtu": 0, "altNames": ["green-alt"]
+            })
+        );
+        let back: Interface = serde_json::from_value(v).unwrap();
+        assert_eq!(back, i);
+    }
+
+    #[test]
+    fn kinds_round_trip_through_strings() {
+        for s in ["physical", "loopback", "other", "veth", "bond", "macvlan"] {
+            assert_eq!(LinkKind::from(s).as_str(), s);
+        }
+        assert!(LinkKind::from("physical").is_physical());
+        assert!(!LinkKind::from("veth").is_physical());
+    }
+
+    #[test]
+    fn change_display_names_each_changed_field() {
+        let before = Interface::new("sv-a", 4, LinkKind::Virtual("veth".into()));
+        let mut after = before.clone();
+        after.oper_state = OperState::Up;
+        after.carrier = true;
+        let c = Change::between(Some(&before), Some(&after)).unwrap();
+        assert_eq!(
+            c.to_string(),
+            "sv-a: operState unknown -> up, carrier false -> true"
+        );
+        assert_eq!(Change::between(Some(&before), Some(&before)), None);
+    }
+}

@@ -1,0 +1,16 @@
+//! Surveyor gives network interfaces meaning.
+//!
+//! A per-node agent discovers interfaces from netlink and their switch
+//! neighbors from LLDP, resolves semantic networks ("green") to local
+//! devices, and keeps a node-local snapshot that the `surveyor` CNI plugin
+//! reads at ADD time to delegate to macvlan or ipvlan on the right NIC.
+//!
+//! Pure logic (the inventory model, the survey filter) is kept apart from
+//! I/O (discovery over netlink, sysfs and ethtool).
+
+pub mod cli;
+pub mod discovery;
+pub mod inventory;
+pub mod node;
+pub mod report;
+pub mod survey;
