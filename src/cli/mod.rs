@@ -1,0 +1,77 @@
+//! The command line: argument types and one module per subcommand. This is
+//! the program's edge, so errors here are `anyhow` with context for people.
+
+pub mod discover;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::survey::SurveyFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "surveyor",
+    version,
+    about = "Gives network interfaces meaning: which NIC is cabled to which switch, \
+             and which semantic network (\"green\") it serves on this node.",
+    long_about = None,
+    after_help = "Run as a CNI plugin (type: surveyor) whenever CNI_COMMAND is set.\n\
+                  Logs go to stderr; set SURVEYOR_LOG (e.g. debug, surveyor=trace) for more."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List this node's interfaces with their facts (one shot, no cluster needed).
+    #[command(after_help = "\
+Examples:
+  surveyor discover                        physical NICs, as a table
+  surveyor discover --all -o json          every link, as JSON
+  surveyor discover --include 'sv-*'       also veths named sv-*, whatever their kind
+  ip netns exec NS surveyor discover --all inside a network namespace")]
+    Discover(discover::DiscoverArgs),
+    /// Print the version.
+    Version,
+}
+
+/// Which links are surveyed; shared by `discover` and `agent`.
+#[derive(Clone, Debug, Default, Args)]
+pub struct SurveyArgs {
+    /// Survey every link, virtual ones (veth, bridge, bond, ...) included.
+    #[arg(long)]
+    pub all: bool,
+    /// Also survey links whose name or altName matches GLOB, whatever their kind.
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Never survey links whose name or altName matches GLOB (wins over --include).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+}
+
+impl SurveyArgs {
+    pub fn filter(&self) -> anyhow::Result<SurveyFilter> {
+        Ok(SurveyFilter::new(self.all, &self.include, &self.exclude)?)
+    }
+}
+
+/// Logs to stderr, at `default` unless SURVEYOR_LOG or RUST_LOG says otherwise.
+pub fn init_logging(default: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SURVEYOR_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// A single-threaded runtime: every I/O path here is one event loop.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
