@@ -1,0 +1,208 @@
+//! Test support: uniquely named network namespaces that delete themselves,
+//! running code or commands inside them, and clear failures when the
+//! machine lacks root or a package.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Fails the test, naming what is missing, unless we are root.
+pub fn require_root() {
+    if !nix::unistd::geteuid().is_root() {
+        panic!("this test needs root (network namespaces); run it as root, e.g. via .ci/run");
+    }
+}
+
+/// Fails the test unless `program` is installed, naming the package.
+pub fn require_program(program: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
+        .unwrap_or(false);
+    if !found {
+        panic!(
+            "this test needs `{program}` from the Debian package `{package}`: apt-get install -y {package} (.ci/run does)"
+        );
+    }
+}
+
+/// Runs a command and returns its output, failing the test with the
+/// command line and stderr when it does not succeed.
+pub fn run(program: &str, args: &[&str]) -> Output {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "`{program} {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+/// `ip -n NS ARGS...` by namespace name (for threads that hold only the
+/// name, not the guard).
+pub fn ip_in(ns: &str, args: &[&str]) -> Output {
+    let mut full = vec!["-n", ns];
+    full.extend_from_slice(args);
+    run("ip", &full)
+}
+
+/// A network namespace that exists for the lifetime of the guard, deleted
+/// on drop even when the test panics.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// A fresh namespace named after the test, this process and a counter,
+    /// so parallel tests and leftover runs never collide.
+    pub fn new(tag: &str) -> Netns {
+        require_root();
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("svt-{tag}-{}-{n}", std::process::id());
+        run("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n NS ARGS...`
+    pub fn ip(&self, args: &[&str]) -> Output {
+        ip_in(&self.name, args)
+    }
+
+    /// `ip -n NS ARGS...`, returning whether it succeeded.
+    pub fn try_ip(&self, args: &[&str]) -> Output {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        Command::new("ip").args(&full).output().expect("run ip")
+    }
+
+    /// A command run inside the namespace (`ip netns exec`, which also
+    /// mounts a sysfs that shows this namespace).
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]);
+        cmd
+    }
+
+    /// Runs `f` on a new thread that has entered this namespace, with a
+    /// current-thread tokio runtime. Sockets opened there belong to it.
+    pub fn spawn<T, F, Fut>(&self, f: F) -> std::thread::JoinHandle<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = T>,
+    {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            enter(&path);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            rt.block_on(f())
+        })
+    }
+
+    /// Runs `f` to completion inside the namespace.
+    pub fn block_on<T, F, Fut>(&self, f: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = T>,
+    {
+        match self.spawn(f).join() {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Moves the calling thread into the namespace at `path`.
+pub fn enter(path: &str) {
+    let file = File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+}
+
+/// Waits (up to 5 s) until link `dev` in `ns` is operationally up: the
+/// kernel settles operstate asynchronously (linkwatch), after carrier.
+pub fn wait_oper_up(ns: &Netns, dev: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let out = ns.ip(&["-j", "link", "show", "dev", dev]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j output");
+        if v[0]["operstate"] == "UP" {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("{dev} in {} never came up: {v}", ns.name);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Creates a veth pair `a` in `ns` and `b` in `peer`, both up.
+pub fn cable(ns: &Netns, a: &str, peer: &Netns, b: &str) {
+    ns.ip(&[
+        "link", "add", a, "type", "veth", "peer", "name", b, "netns", &peer.name,
+    ]);
+    ns.ip(&["link", "set", a, "up"]);
+    peer.ip(&["link", "set", b, "up"]);
+    wait_oper_up(ns, a);
+}
+
+/// The surveyor binary under test.
+pub fn surveyor() -> &'static str {
+    env!("CARGO_BIN_EXE_surveyor")
+}
+
+/// The p-th percentile (0..=100) of `samples`, nearest-rank.
+pub fn percentile(samples: &[std::time::Duration], p: f64) -> std::time::Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    if sorted.is_empty() {
+        return std::time::Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+pub fn median(samples: &[std::time::Duration]) -> std::time::Duration {
+    percentile(samples, 50.0)
+}
+
+/// Milliseconds with three decimals, for benchmark reports.
+pub fn ms(d: std::time::Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Creates `pairs` veth pairs named `{prefix}{n}` / `{peer}{n}` in one
+/// `ip -batch` call.
+pub fn veth_pairs(ns: &str, prefix: &str, peer: &str, pairs: usize) {
+    let batch: String = (0..pairs)
+        .map(|n| format!("link add {prefix}{n} type veth peer name {peer}{n}\n"))
+        .collect();
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), batch).expect("write batch");
+    ip_in(
+        ns,
+        &["-batch", file.path().to_str().expect("utf-8 temp path")],
+    );
+}
