@@ -208,7 +208,7 @@ pub struct Neighbor {
 }
 
 /// A chassis or port identifier with its LLDP subtype named.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TypedId {
     pub subtype: String,
     pub value: String,

@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod discovery;
 pub mod inventory;
+pub mod lldp;
 pub mod node;
 pub mod report;
 pub mod survey;
