@@ -1,12 +1,15 @@
 //! `surveyor discover`: one look at this node's interfaces.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
 
 use super::SurveyArgs;
 use crate::discovery::Discovery;
+use crate::inventory::Interface;
+use crate::lldp::Lldp;
 use crate::node::node_name;
 use crate::report::{Format, Survey, render};
 
@@ -17,6 +20,11 @@ pub struct DiscoverArgs {
     pub output: Format,
     #[command(flatten)]
     pub survey: SurveyArgs,
+    /// Listen up to DUR for LLDP neighbors on the surveyed interfaces that
+    /// are up (stops early once each has one), e.g. 4s. Switches usually
+    /// send every 30 s.
+    #[arg(long, value_name = "DUR", value_parser = super::parse_duration)]
+    pub lldp_wait: Option<Duration>,
     /// Node name reported in JSON/YAML output [default: $NODE_NAME, else the hostname].
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
@@ -32,7 +40,22 @@ pub fn run(args: DiscoverArgs) -> anyhow::Result<()> {
         let discovery = Discovery::dump_once(filter.clone())
             .await
             .context("reading this namespace's links over netlink")?;
-        anyhow::Ok(discovery.interfaces())
+        let mut interfaces = discovery.interfaces();
+        if let Some(wait) = args.lldp_wait.filter(|w| !w.is_zero()) {
+            let mut lldp = Lldp::new();
+            lldp.set_own_macs(discovery.inventory().links().filter_map(|l| l.interface.mac.as_deref()));
+            lldp.follow(&interfaces);
+            listen(&mut lldp, wait).await;
+            lldp.annotate(&mut interfaces);
+            let silent = silent(&interfaces);
+            if !silent.is_empty() {
+                eprintln!(
+                    "surveyor: no LLDP neighbor heard within {wait:?} on {} (is LLDP enabled on the switch port? try a longer --lldp-wait)",
+                    silent.join(", ")
+                );
+            }
+        }
+        anyhow::Ok(interfaces)
     })?;
     let out = render(
         args.output,
@@ -57,4 +80,50 @@ pub fn run(args: DiscoverArgs) -> anyhow::Result<()> {
         .write_all(out.as_bytes())
         .context("writing to stdout")?;
     Ok(())
+}
+
+/// Listens until every listened interface has a neighbor or `wait` runs
+/// out, showing progress on stderr when it is a terminal.
+async fn listen(lldp: &mut Lldp, wait: Duration) {
+    let listening: Vec<u32> = lldp.listening().collect();
+    if listening.is_empty() {
+        eprintln!("surveyor: no surveyed interface is up; not listening for LLDP");
+        return;
+    }
+    let tty = std::io::stderr().is_terminal();
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        let heard = listening
+            .iter()
+            .filter(|i| lldp.neighbor(**i).is_some())
+            .count();
+        if heard == listening.len() {
+            break;
+        }
+        tokio::select! {
+            _ = lldp.changes() => {}
+            _ = tick.tick(), if tty => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                eprint!(
+                    "\rlistening for LLDP: {heard}/{} interfaces have a neighbor, {:.0}s left ",
+                    listening.len(),
+                    left.as_secs_f64().ceil()
+                );
+            }
+            () = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    if tty {
+        eprint!("\r\x1b[K");
+    }
+}
+
+/// Up interfaces still without a neighbor, for a closing hint.
+fn silent(interfaces: &[Interface]) -> Vec<&str> {
+    interfaces
+        .iter()
+        .filter(|i| i.is_up() && i.lldp.is_none())
+        .map(|i| i.name.as_str())
+        .collect()
 }

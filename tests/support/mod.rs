@@ -206,3 +206,176 @@ pub fn veth_pairs(ns: &str, prefix: &str, peer: &str, pairs: usize) {
         &["-batch", file.path().to_str().expect("utf-8 temp path")],
     );
 }
+
+/// Debian's lldpd acting as a switch (or a receiving host) in a namespace,
+/// with its own control socket; killed on drop.
+pub struct Lldpd {
+    pub ns: String,
+    child: Option<std::process::Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Lldpd {
+    /// Starts lldpd on `interfaces` of namespace `ns` with a 1 s transmit
+    /// interval and the `config` lines (lldpcli commands). `args` are extra
+    /// lldpd flags (`-r` receive-only, ...).
+    ///
+    /// Configuration goes in a file read before lldpd starts sending:
+    /// reconfiguring a running lldpd (tx-interval in particular) sometimes
+    /// leaves its transmit timer stalled for a whole default interval.
+    pub fn start(ns: &Netns, interfaces: &str, args: &[&str], config: &[&str]) -> Lldpd {
+        require_program("lldpd", "lldpd");
+        let dir = tempfile::tempdir().expect("temp dir");
+        // lldpd runs lldpcli unprivileged at start-up; it must reach the socket.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod");
+        let sock = dir.path().join("lldpd.sock");
+        let conf = dir.path().join("lldpd.conf");
+        let mut lines = vec!["configure lldp tx-interval 1"];
+        lines.extend_from_slice(config);
+        std::fs::write(&conf, lines.join("\n") + "\n").expect("write lldpd.conf");
+        let log = File::create(dir.path().join("lldpd.log")).expect("log file");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "lldpd", "-d", "-I", interfaces])
+            .arg("-u")
+            .arg(&sock)
+            .arg("-p")
+            .arg(dir.path().join("lldpd.pid"))
+            .arg("-O")
+            .arg(&conf)
+            .args(args)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start lldpd");
+        let lldpd = Lldpd {
+            ns: ns.name.clone(),
+            child: Some(child),
+            dir,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !sock.exists() {
+            if std::time::Instant::now() > deadline {
+                panic!("lldpd did not create its socket: {}", lldpd.log());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        lldpd
+    }
+
+    /// `lldpcli -u SOCK ARGS...`, failing the test when it does.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let sock = self.dir.path().join("lldpd.sock");
+        let mut full = vec!["-u", sock.to_str().expect("utf-8 path")];
+        full.extend_from_slice(args);
+        let out = run("lldpcli", &full);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains("unknown command") || stderr.contains("[WARN") {
+            panic!("lldpcli {}: {stderr}", args.join(" "));
+        }
+        out
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("lldpd.log")).unwrap_or_default()
+    }
+
+    /// Stops lldpd with SIGTERM: it sends a shutdown (TTL 0) LLDPDU.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = child.wait();
+        }
+    }
+
+    /// Freezes or thaws lldpd and its unprivileged child (SIGSTOP/SIGCONT):
+    /// a switch that falls silent without saying goodbye.
+    pub fn freeze(&self, frozen: bool) {
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        if let Some(child) = &self.child {
+            let pid = child.id().to_string();
+            let _ = Command::new("pkill").args([signal, "-P", &pid]).output();
+            let _ = Command::new("kill").args([signal, &pid]).output();
+        }
+    }
+}
+
+impl Drop for Lldpd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id().to_string();
+            let _ = Command::new("pkill").args(["-KILL", "-P", &pid]).output();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A switch namespace cabled to `node` by a veth (`node_if` on the node,
+/// `swp1` on the switch), running lldpd as `hostname` with `port_id` as a
+/// locally assigned port ID, plus `config` lines. The switch namespace is
+/// returned with lldpd so both live as long as the caller keeps them.
+pub fn switch(
+    node: &Netns,
+    node_if: &str,
+    hostname: &str,
+    port_id: &str,
+    config: &[&str],
+) -> (Netns, Lldpd) {
+    let sw = Netns::new("sw");
+    cable(node, node_if, &sw, "swp1");
+    let host = format!("configure system hostname {hostname}");
+    let port = format!("configure ports swp1 lldp portidsubtype local {port_id}");
+    let mut lines = vec![host.as_str(), port.as_str()];
+    lines.extend_from_slice(config);
+    let lldpd = Lldpd::start(&sw, "swp1", &[], &lines);
+    (sw, lldpd)
+}
+
+/// What one finished `surveyor` run cost, from wait4's rusage of it.
+pub struct Measured {
+    pub wall: std::time::Duration,
+    pub cpu: std::time::Duration,
+    pub max_rss_kib: i64,
+}
+
+/// Runs `surveyor ARGS` inside namespace `ns` (stdout and stderr
+/// discarded) and measures it. `ip netns exec` execs surveyor, so the
+/// child measured is surveyor itself. Note that a child inherits the
+/// peak RSS of the process it was forked from: measure RSS early, while
+/// the calling process is small.
+// Reaped by wait4 below, which clippy cannot see.
+#[allow(clippy::zombie_processes)]
+pub fn measure(ns: &str, args: &[&str]) -> Measured {
+    let started = std::time::Instant::now();
+    let child = Command::new("ip")
+        .args(["netns", "exec", ns, surveyor()])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn surveyor");
+    let pid = child.id() as nix::libc::pid_t;
+    let mut status = 0;
+    // SAFETY: plain FFI call with valid out-pointers; reaping the child here
+    // (not through `Child::wait`) is what yields its own rusage.
+    let mut usage: nix::libc::rusage = unsafe { std::mem::zeroed() };
+    let got = unsafe { nix::libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(got, pid, "wait4 failed");
+    assert_eq!(status, 0, "surveyor {} failed", args.join(" "));
+    let tv = |t: nix::libc::timeval| {
+        std::time::Duration::from_secs(t.tv_sec as u64)
+            + std::time::Duration::from_micros(t.tv_usec as u64)
+    };
+    Measured {
+        wall: started.elapsed(),
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+        max_rss_kib: usage.ru_maxrss,
+    }
+}
