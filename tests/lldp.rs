@@ -1,0 +1,346 @@
+//! LLDP against Debian's lldpd acting as a switch in a namespace.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{Lldpd, Netns, surveyor, switch};
+use surveyor::discovery::Discovery;
+use surveyor::lldp::Lldp;
+use surveyor::survey::SurveyFilter;
+
+fn discover_with_lldp(node: &Netns, wait: &str) -> serde_json::Value {
+    let out = node
+        .command(surveyor())
+        .args([
+            "discover",
+            "-o",
+            "json",
+            "--include",
+            "sv-*",
+            "--lldp-wait",
+            wait,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The switch of the acceptance criteria: tor-green-01, chassis ID
+/// tor-green-01-chassis, port Ethernet1/7 "uplink-to-node1", PVID 100 and
+/// VLAN 100 "green" as 802.1 TLVs.
+fn green_switch(node: &Netns) -> (Netns, Lldpd) {
+    let (sw, lldpd) = switch(
+        node,
+        "sv-a",
+        "tor-green-01",
+        "Ethernet1/7",
+        &[
+            "configure system chassisid tor-green-01-chassis",
+            "configure ports swp1 lldp portidsubtype local Ethernet1/7 description uplink-to-node1",
+            "configure lldp custom-tlv oui 00,80,c2 subtype 1 oui-info 00,64",
+            "configure lldp custom-tlv add oui 00,80,c2 subtype 3 oui-info 00,64,05,67,72,65,65,6e",
+            "configure system ip management pattern 192.0.2.10",
+        ],
+    );
+    sw.ip(&["addr", "add", "192.0.2.10/24", "dev", "swp1"]);
+    (sw, lldpd)
+}
+
+#[test]
+fn discover_shows_the_switch_port_a_nic_is_cabled_to() {
+    let node = Netns::new("lldp");
+    let (_sw, _lldpd) = green_switch(&node);
+    let doc = discover_with_lldp(&node, "4s");
+    let lldp = &doc["interfaces"][0]["lldp"];
+    assert_eq!(
+        lldp["chassisId"],
+        serde_json::json!({"subtype": "local", "value": "tor-green-01-chassis"}),
+        "{doc:#}"
+    );
+    assert_eq!(
+        lldp["portId"],
+        serde_json::json!({"subtype": "local", "value": "Ethernet1/7"})
+    );
+    assert_eq!(lldp["systemName"], "tor-green-01");
+    assert_eq!(lldp["portDescription"], "uplink-to-node1");
+    assert_eq!(lldp["pvid"], 100);
+    assert_eq!(
+        lldp["vlans"],
+        serde_json::json!([{"id": 100, "name": "green"}])
+    );
+    assert_eq!(
+        lldp["managementAddresses"],
+        serde_json::json!(["192.0.2.10"])
+    );
+    assert_eq!(lldp["ttlSeconds"], 4, "tx-interval 1 x tx-hold 4");
+    assert!(
+        lldp["systemDescription"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty())
+    );
+
+    // The table names the neighbor as systemName/portId.
+    let out = node
+        .command(surveyor())
+        .args(["discover", "--include", "sv-*", "--lldp-wait", "4s"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.lines().next().unwrap().ends_with("NEIGHBOR"),
+        "{table}"
+    );
+    assert!(table.contains("tor-green-01/Ethernet1/7"), "{table}");
+}
+
+#[test]
+fn lldp_wait_stops_early_and_says_which_interfaces_stayed_silent() {
+    let node = Netns::new("lldp-early");
+    let (_sw, _lldpd) = green_switch(&node);
+    let quiet = Netns::new("lldp-quiet");
+    support::cable(&node, "sv-quiet", &quiet, "q0");
+    let started = Instant::now();
+    let out = node
+        .command(surveyor())
+        .args([
+            "discover",
+            "-o",
+            "json",
+            "--include",
+            "sv-a",
+            "--lldp-wait",
+            "20s",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "should stop once sv-a has a neighbor"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["interfaces"][0]["lldp"]["systemName"], "tor-green-01");
+
+    let out = node
+        .command(surveyor())
+        .args([
+            "discover",
+            "-o",
+            "json",
+            "--include",
+            "sv-*",
+            "--lldp-wait",
+            "2s",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no LLDP neighbor") && err.contains("sv-quiet"),
+        "{err}"
+    );
+}
+
+/// Our decode of live frames against lldpd's own receiver, field by field.
+#[test]
+fn decode_matches_lldpds_own_receiver() {
+    let node = Netns::new("lldp-x");
+    let (_sw, switch_lldpd) = green_switch(&node);
+    let receiver = Lldpd::start(&node, "sv-a", &["-r"], &[]);
+
+    let ours = discover_with_lldp(&node, "4s");
+    let ours = &ours["interfaces"][0]["lldp"];
+    // Wait for lldpd's receiver to know the neighbor too.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let theirs = loop {
+        let out = receiver.cli(&["-f", "json", "show", "neighbors", "details"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let iface = &v["lldp"]["interface"]["sv-a"];
+        if iface.is_object() && iface["port"]["ttl"].is_string() {
+            break iface.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lldpd never saw the neighbor: {v}\nreceiver log: {}\nswitch log: {}",
+            receiver.log(),
+            switch_lldpd.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let chassis = theirs["chassis"].as_object().unwrap();
+    let (name, chassis) = chassis.iter().next().unwrap();
+    assert_eq!(ours["systemName"].as_str(), Some(name.as_str()));
+    assert_eq!(ours["chassisId"]["value"], chassis["id"]["value"]);
+    assert_eq!(ours["chassisId"]["subtype"], chassis["id"]["type"]);
+    assert_eq!(ours["systemDescription"], chassis["descr"]);
+    assert_eq!(ours["managementAddresses"][0], chassis["mgmt-ip"]);
+    assert_eq!(ours["portId"]["value"], theirs["port"]["id"]["value"]);
+    assert_eq!(ours["portId"]["subtype"], theirs["port"]["id"]["type"]);
+    assert_eq!(ours["portDescription"], theirs["port"]["descr"]);
+    assert_eq!(
+        ours["ttlSeconds"].to_string(),
+        theirs["port"]["ttl"].as_str().unwrap()
+    );
+    // lldpd lists VLANs as one object, or an array of them.
+    let vlans: Vec<serde_json::Value> = match &theirs["vlan"] {
+        serde_json::Value::Array(v) => v.clone(),
+        v => vec![v.clone()],
+    };
+    let theirs_vlans: Vec<(String, String)> = vlans
+        .iter()
+        .map(|v| {
+            (
+                v["vlan-id"].as_str().unwrap().to_string(),
+                v["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let ours_vlans: Vec<(String, String)> = ours["vlans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["id"].to_string(), v["name"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(ours_vlans, theirs_vlans);
+    let theirs_pvid = vlans
+        .iter()
+        .find(|v| v["pvid"] == true)
+        .map(|v| v["vlan-id"].as_str().unwrap());
+    assert_eq!(ours["pvid"].to_string(), theirs_pvid.unwrap());
+}
+
+/// Runs discovery and LLDP in the node namespace until `until` holds for
+/// the neighbor of `sv-a` (or 12 s pass), returning how long it took.
+fn watch_neighbor(
+    node: &Netns,
+    until: fn(Option<&surveyor::inventory::Neighbor>) -> bool,
+    ready: std::sync::mpsc::Sender<()>,
+) -> std::thread::JoinHandle<Option<Duration>> {
+    node.spawn(move || async move {
+        let filter = SurveyFilter::new(false, &["sv-a".into()], &[]).unwrap();
+        let mut discovery = Discovery::watch(filter).await.unwrap();
+        let mut lldp = Lldp::new();
+        lldp.follow(&discovery.interfaces());
+        let index = discovery.interfaces()[0].index;
+        // First learn the neighbor, then signal and time the awaited state.
+        while lldp.neighbor(index).is_none() {
+            tokio::time::timeout(Duration::from_secs(5), lldp.changes())
+                .await
+                .expect("neighbor heard");
+        }
+        ready.send(()).unwrap();
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(12);
+        while !until(lldp.neighbor(index)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            tokio::select! {
+                _ = lldp.changes() => {}
+                changes = discovery.changes() => {
+                    changes.unwrap();
+                    lldp.follow(&discovery.interfaces());
+                }
+                () = tokio::time::sleep(left) => return None,
+            }
+        }
+        Some(start.elapsed())
+    })
+}
+
+#[test]
+fn shutdown_frame_removes_the_neighbor_at_once() {
+    let node = Netns::new("lldp-bye");
+    // TTL 1 s x 10 = 10 s: removal well before that is the shutdown frame.
+    let (_sw, mut lldpd) = switch(
+        &node,
+        "sv-a",
+        "tor-green-01",
+        "Ethernet1/7",
+        &["configure lldp tx-hold 10"],
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let watcher = watch_neighbor(&node, |n| n.is_none(), tx);
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("neighbor learned");
+    lldpd.stop();
+    let took = watcher.join().unwrap().expect("neighbor removed");
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?}; the TTL is 10 s"
+    );
+}
+
+#[test]
+fn a_silent_switch_expires_after_its_ttl() {
+    let node = Netns::new("lldp-ttl");
+    let (_sw, lldpd) = switch(&node, "sv-a", "tor-green-01", "Ethernet1/7", &[]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let watcher = watch_neighbor(&node, |n| n.is_none(), tx);
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("neighbor learned");
+    lldpd.freeze(true);
+    let took = watcher.join().unwrap();
+    lldpd.freeze(false);
+    let took = took.expect("neighbor expired");
+    assert!(
+        took >= Duration::from_secs(2),
+        "expired too soon: {took:?} (TTL 4 s)"
+    );
+}
+
+#[test]
+fn the_switch_port_going_down_removes_the_neighbor() {
+    let node = Netns::new("lldp-down");
+    let (sw, lldpd) = switch(
+        &node,
+        "sv-a",
+        "tor-green-01",
+        "Ethernet1/7",
+        &["configure lldp tx-hold 10"],
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let watcher = watch_neighbor(&node, |n| n.is_none(), tx);
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("neighbor learned");
+    lldpd.freeze(true); // no goodbye frame: only the carrier loss tells
+    sw.ip(&["link", "del", "swp1"]);
+    let took = watcher.join().unwrap();
+    lldpd.freeze(false);
+    let took = took.expect("neighbor removed");
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?}; the TTL is 10 s"
+    );
+}
+
+#[test]
+fn a_co_located_lldp_agent_is_not_our_neighbor() {
+    let node = Netns::new("lldp-self");
+    let peer = Netns::new("lldp-self-p");
+    support::cable(&node, "sv-a", &peer, "p0");
+    // The node runs its own lldpd transmitting on sv-a; nothing else talks.
+    let _own = Lldpd::start(&node, "sv-a", &[], &["configure system hostname node-self"]);
+    let (lldp, heard) = node.block_on(|| async {
+        let filter = SurveyFilter::new(false, &["sv-a".into()], &[]).unwrap();
+        let discovery = Discovery::dump_once(filter).await.unwrap();
+        let mut lldp = Lldp::new();
+        lldp.set_own_macs(
+            discovery
+                .inventory()
+                .links()
+                .filter_map(|l| l.interface.mac.as_deref()),
+        );
+        lldp.follow(&discovery.interfaces());
+        let heard = tokio::time::timeout(Duration::from_secs(3), lldp.changes())
+            .await
+            .is_ok();
+        (lldp.stats(), heard)
+    });
+    assert!(!heard, "our own lldpd became a neighbor");
+    assert_eq!(lldp.frames, 0);
+}
