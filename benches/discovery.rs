@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use rtnetlink::LinkUnspec;
-use support::{Netns, median, ms, percentile, surveyor, veth_pairs};
+use support::{Netns, measure, median, ms, percentile, veth_pairs};
 use surveyor::discovery::Discovery;
 use surveyor::inventory::Change;
 use surveyor::survey::SurveyFilter;
@@ -178,9 +178,10 @@ async fn wait_for(d: &mut Discovery, want: impl Fn(&Change) -> bool) -> bool {
 }
 
 fn rss(ns: &Netns) {
-    let floor = peak_rss_kib(&ns.name, &["version"]);
-    let discover = peak_rss_kib(&ns.name, &["discover", "--all", "-o", "json"]);
-    let table = peak_rss_kib(&ns.name, &["discover", "--all"]);
+    let rss = |args: &[&str]| measure(&ns.name, args).max_rss_kib;
+    let floor = rss(&["version"]);
+    let discover = rss(&["discover", "--all", "-o", "json"]);
+    let table = rss(&["discover", "--all"]);
     println!("\npeak RSS over {} links:", PAIRS * 2 + 1);
     println!(
         "  surveyor version (floor)            {:.1} MiB",
@@ -194,27 +195,4 @@ fn rss(ns: &Netns) {
         "  surveyor discover --all (table)     {:.1} MiB",
         table as f64 / 1024.0
     );
-}
-
-/// Peak RSS (KiB) of one `surveyor ARGS` run inside the namespace, from
-/// wait4's rusage of that very child (`ip netns exec` execs surveyor, so
-/// the child is surveyor).
-// Reaped by wait4 below, which clippy cannot see.
-#[allow(clippy::zombie_processes)]
-fn peak_rss_kib(ns: &str, args: &[&str]) -> i64 {
-    let child = std::process::Command::new("ip")
-        .args(["netns", "exec", ns, surveyor()])
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as nix::libc::pid_t;
-    let mut status = 0;
-    // SAFETY: plain FFI call with valid out-pointers; reaping the child here
-    // (instead of through `Child::wait`) is what gives us its own rusage.
-    let mut usage: nix::libc::rusage = unsafe { std::mem::zeroed() };
-    let got = unsafe { nix::libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(got, pid, "wait4 failed");
-    assert_eq!(status, 0, "surveyor {} failed", args.join(" "));
-    usage.ru_maxrss
 }
