@@ -394,17 +394,26 @@ fn host_namespace_nics_backed_by_a_device_are_physical_with_their_driver() {
         .args(["discover", "--all", "-o", "json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let ifaces = doc["interfaces"].as_array().unwrap();
     assert!(!ifaces.is_empty(), "--all reports at least lo");
     for i in ifaces {
         let name = i["name"].as_str().unwrap();
-        let dev = std::path::Path::new("/sys/class/net").join(name).join("device");
+        let dev = std::path::Path::new("/sys/class/net")
+            .join(name)
+            .join("device");
         if dev.exists() {
             assert_eq!(i["kind"], "physical", "{i}");
             let driver = std::fs::read_link(dev.join("driver")).ok();
-            let driver = driver.as_ref().and_then(|d| d.file_name()).and_then(|d| d.to_str());
+            let driver = driver
+                .as_ref()
+                .and_then(|d| d.file_name())
+                .and_then(|d| d.to_str());
             assert_eq!(i["driver"].as_str(), driver, "{i}");
         } else {
             assert_ne!(i["kind"], "physical", "{i}");
