@@ -7,13 +7,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// One network interface as published in `status.interfaces[]`.
 ///
 /// Optional facts are omitted from the output when unknown rather than
 /// written as `null`, so a survey changes only when a fact does.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Interface {
     pub name: String,
@@ -137,6 +138,19 @@ impl Serialize for LinkKind {
     }
 }
 
+impl JsonSchema for LinkKind {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "LinkKind".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "physical, loopback, other, or the kernel link kind (veth, bridge, bond, macvlan, vlan, ...)"
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for LinkKind {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -145,7 +159,7 @@ impl<'de> Deserialize<'de> for LinkKind {
 }
 
 /// RFC 2863 operational state, as the kernel reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OperState {
     Up,
@@ -177,7 +191,7 @@ impl fmt::Display for OperState {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Duplex {
     Full,
@@ -187,7 +201,7 @@ pub enum Duplex {
 /// The LLDP neighbor of an interface: the switch and port it is cabled to.
 ///
 /// Holds nothing time-varying, so it changes only when the neighbor does.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Neighbor {
     pub chassis_id: TypedId,
@@ -208,13 +222,15 @@ pub struct Neighbor {
 }
 
 /// A chassis or port identifier with its LLDP subtype named.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub struct TypedId {
     pub subtype: String,
     pub value: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Vlan {
     pub id: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]

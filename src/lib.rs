@@ -8,10 +8,15 @@
 //! Pure logic (the inventory model, the survey filter) is kept apart from
 //! I/O (discovery over netlink, sysfs and ethtool).
 
+pub mod agent;
 pub mod cli;
+pub mod crd;
 pub mod discovery;
 pub mod inventory;
 pub mod lldp;
+pub mod network_map;
 pub mod node;
 pub mod report;
+pub mod resolve;
+pub mod snapshot;
 pub mod survey;

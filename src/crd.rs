@@ -1,0 +1,163 @@
+//! The Kubernetes resources (group `surveyor.dev`, version `v1alpha1`),
+//! defined once so the same types serve map files, snapshots and the API.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::inventory::Interface;
+
+pub const GROUP: &str = "surveyor.dev";
+pub const VERSION: &str = "v1alpha1";
+
+/// A semantic network ("green") and the rule that finds its device on each
+/// node. The object's name is the network's name.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "surveyor.dev",
+    version = "v1alpha1",
+    kind = "NetworkMap",
+    shortname = "netmap",
+    doc = "A semantic network and how to find its device on each node: explicit per-node interfaces, else a match rule over each node's surveyed interfaces.",
+    derive = "PartialEq",
+    derive = "Default"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkMapSpec {
+    /// Nodes this network exists on; all nodes when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<LabelSelector>,
+    /// Explicit interfaces, per node. They win over `match` on their node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<NodeInterface>,
+    /// The rule for selected nodes without an explicit entry.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub match_rule: Option<MatchRule>,
+}
+
+/// "On node `node`, this network is `interface`."
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeInterface {
+    pub node: String,
+    pub interface: String,
+}
+
+/// Every given field must hold for an interface to match. List fields hold
+/// when any entry does; globs use `*`, `?`, `[...]` and `{a,b}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MatchRule {
+    /// Globs over the interface name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    /// Globs over the interface alias (IFLA_IFALIAS).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Globs over the interface's alternative names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alt_names: Vec<String>,
+    /// Exact MACs (current or permanent), any case.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub macs: Vec<String>,
+    /// Exact driver names (ixgbe, i40e, mlx5_core, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drivers: Vec<String>,
+    /// Exact PCI addresses (0000:3b:00.1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pci_addresses: Vec<String>,
+    /// Least link speed; interfaces of unknown speed do not match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_speed_mbps: Option<u32>,
+    /// What the interface's LLDP neighbor says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lldp: Option<LldpMatch>,
+}
+
+/// Conditions on the LLDP neighbor; an interface without one never matches.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LldpMatch {
+    /// Glob over the switch's system name ("tor-green-*").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_name: Option<String>,
+    /// Glob over the chassis ID value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chassis_id: Option<String>,
+    /// Glob over the port ID value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_id: Option<String>,
+    /// Glob over the port description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_description: Option<String>,
+    /// The port's PVID or one of its advertised VLANs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan_id: Option<u16>,
+}
+
+/// What one node has and what its networks resolve to, published by that
+/// node's agent. Everything lives in `status`.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "surveyor.dev",
+    version = "v1alpha1",
+    kind = "NodeSurvey",
+    shortname = "nsurvey",
+    no_spec,
+    status = "NodeSurveyStatus",
+    doc = "A node's network interfaces, their LLDP neighbors and the semantic networks resolved on it. Written only by that node's surveyor agent.",
+    derive = "PartialEq",
+    derive = "Default",
+    printcolumn = r#"{"name":"Interfaces","type":"integer","jsonPath":".status.summary.interfaces","description":"Surveyed interfaces"}"#,
+    printcolumn = r#"{"name":"Up","type":"integer","jsonPath":".status.summary.up","description":"Interfaces up with carrier"}"#,
+    printcolumn = r#"{"name":"Neighbors","type":"integer","jsonPath":".status.summary.neighbors","description":"Interfaces with an LLDP neighbor"}"#,
+    printcolumn = r#"{"name":"Networks","type":"string","jsonPath":".status.summary.networks","description":"Networks resolved on this node"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+pub struct NodeSurveyFields {}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSurveyStatus {
+    /// Counts for `kubectl get nodesurveys`.
+    pub summary: Summary,
+    /// The surveyed interfaces, sorted by name.
+    #[serde(default)]
+    pub interfaces: Vec<Interface>,
+    /// Every network mapped on this node: resolved or with a reason.
+    #[serde(default)]
+    pub networks: BTreeMap<String, NetworkStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Summary {
+    pub interfaces: u32,
+    /// Interfaces up with carrier.
+    pub up: u32,
+    /// Interfaces with an LLDP neighbor.
+    pub neighbors: u32,
+    /// Resolved networks, comma-separated.
+    pub networks: String,
+}
+
+/// One network's resolution on a node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkStatus {
+    /// The device a pod attaching to this network gets its macvlan/ipvlan on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Every matching interface, best first.
+    #[serde(default)]
+    pub candidates: Vec<String>,
+    /// Which part of the map chose: `interfaces` (explicit) or `match`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Why there is no device, when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
