@@ -1,0 +1,611 @@
+//! NetworkMaps: reading them from YAML, checking them, and matching
+//! interfaces and nodes against them. Pure.
+
+use std::collections::BTreeMap;
+
+use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use crate::crd::{LldpMatch, MatchRule, NetworkMap, NodeInterface};
+use crate::discovery::sysfs::is_pci_address;
+use crate::inventory::{Interface, Neighbor};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MapError {
+    #[error("not YAML/JSON NetworkMaps: {0}")]
+    Parse(String),
+    #[error("document {index} is a {kind} ({api_version}), not a surveyor.dev/v1alpha1 NetworkMap")]
+    NotANetworkMap {
+        index: usize,
+        api_version: String,
+        kind: String,
+    },
+    #[error("a NetworkMap has no metadata.name")]
+    NoName,
+    #[error("network name {name:?} {reason}")]
+    BadName { name: String, reason: &'static str },
+    #[error("{field}: invalid glob {glob:?}: {reason}")]
+    BadGlob {
+        field: &'static str,
+        glob: String,
+        reason: String,
+    },
+    #[error("spec.match.macs: {0:?} is not a MAC address (aa:bb:cc:dd:ee:ff)")]
+    BadMac(String),
+    #[error("spec.match.pciAddresses: {0:?} is not a PCI address (0000:3b:00.1)")]
+    BadPciAddress(String),
+    #[error("spec.nodeSelector: {0}")]
+    BadSelector(String),
+    #[error("spec.interfaces[{0}]: node and interface must both be set")]
+    BadExplicit(usize),
+}
+
+/// Reads every NetworkMap in a YAML (or JSON) text: one or more documents
+/// separated by `---`. Empty documents are skipped. Each document is read
+/// straight into the typed map, so scalars take the type the field wants
+/// (`values: [yes]` stays the string "yes").
+pub fn parse_documents(text: &str) -> Result<Vec<NetworkMap>, MapError> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct TypeMeta {
+        #[serde(default)]
+        api_version: String,
+        #[serde(default)]
+        kind: String,
+    }
+    let parse = |e: serde_saphyr::Error| MapError::Parse(e.to_string());
+    let heads: Vec<Option<TypeMeta>> = serde_saphyr::from_multiple(text).map_err(parse)?;
+    for (index, head) in heads.iter().enumerate() {
+        let Some(head) = head else { continue };
+        if head.api_version != "surveyor.dev/v1alpha1" || head.kind != "NetworkMap" {
+            return Err(MapError::NotANetworkMap {
+                index: index + 1,
+                api_version: head.api_version.clone(),
+                kind: head.kind.clone(),
+            });
+        }
+    }
+    let maps: Vec<Option<NetworkMap>> = serde_saphyr::from_multiple(text).map_err(parse)?;
+    Ok(maps.into_iter().flatten().collect())
+}
+
+/// A network name must be a DNS label: it names a Kubernetes object and
+/// ends a node label key (`network.surveyor.dev/<name>`).
+pub fn validate_name(name: &str) -> Result<(), MapError> {
+    let bad = |reason| MapError::BadName {
+        name: name.to_string(),
+        reason,
+    };
+    if name.is_empty() {
+        return Err(bad("is empty"));
+    }
+    if name.len() > 63 {
+        return Err(bad("is longer than 63 characters"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(bad("may hold only lowercase letters, digits and '-'"));
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Err(bad("must start and end with a letter or digit"));
+    }
+    Ok(())
+}
+
+/// A NetworkMap checked and ready to match: globs compiled, MACs and PCI
+/// addresses normalised, the node selector parsed.
+#[derive(Debug, Clone)]
+pub struct CompiledMap {
+    pub name: String,
+    selector: Option<Vec<Requirement>>,
+    explicit: Vec<NodeInterface>,
+    rule: Option<Rule>,
+}
+
+#[derive(Debug, Clone)]
+enum Requirement {
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    Exists(String),
+    DoesNotExist(String),
+}
+
+#[derive(Debug, Clone, Default)]
+struct Rule {
+    names: Option<GlobSet>,
+    aliases: Option<GlobSet>,
+    alt_names: Option<GlobSet>,
+    macs: Vec<String>,
+    drivers: Vec<String>,
+    pci_addresses: Vec<String>,
+    min_speed_mbps: Option<u32>,
+    lldp: Option<LldpRule>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct LldpRule {
+    system_name: Option<GlobMatcher>,
+    chassis_id: Option<GlobMatcher>,
+    port_id: Option<GlobMatcher>,
+    port_description: Option<GlobMatcher>,
+    vlan_id: Option<u16>,
+}
+
+impl CompiledMap {
+    pub fn compile(map: &NetworkMap) -> Result<Self, MapError> {
+        let name = map.metadata.name.clone().ok_or(MapError::NoName)?;
+        validate_name(&name)?;
+        for (i, e) in map.spec.interfaces.iter().enumerate() {
+            if e.node.is_empty() || e.interface.is_empty() {
+                return Err(MapError::BadExplicit(i));
+            }
+        }
+        Ok(CompiledMap {
+            name,
+            selector: map.spec.node_selector.as_ref().map(selector).transpose()?,
+            explicit: map.spec.interfaces.clone(),
+            rule: map.spec.match_rule.as_ref().map(rule).transpose()?,
+        })
+    }
+
+    /// Whether this network exists on a node with these labels.
+    pub fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.selector
+            .as_ref()
+            .is_none_or(|reqs| reqs.iter().all(|r| r.holds(labels)))
+    }
+
+    /// The interfaces `spec.interfaces` names for `node`, in order.
+    pub fn explicit_for<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.explicit
+            .iter()
+            .filter(move |e| e.node == node)
+            .map(|e| e.interface.as_str())
+    }
+
+    pub fn has_match_rule(&self) -> bool {
+        self.rule.is_some()
+    }
+
+    /// Whether `iface` satisfies `spec.match` (false without a rule).
+    pub fn matches(&self, iface: &Interface) -> bool {
+        self.rule
+            .as_ref()
+            .is_some_and(|r| r.first_failure(iface).is_none())
+    }
+
+    /// The first `spec.match` condition `iface` fails, named as in the
+    /// spec (`names`, `lldp.systemName`, ...), for unresolved reasons.
+    pub fn mismatch(&self, iface: &Interface) -> Option<&'static str> {
+        self.rule.as_ref().and_then(|r| r.first_failure(iface))
+    }
+}
+
+impl Requirement {
+    fn holds(&self, labels: &BTreeMap<String, String>) -> bool {
+        match self {
+            Requirement::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),
+            Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|v| !vs.contains(v)),
+            Requirement::Exists(k) => labels.contains_key(k),
+            Requirement::DoesNotExist(k) => !labels.contains_key(k),
+        }
+    }
+}
+
+fn selector(sel: &LabelSelector) -> Result<Vec<Requirement>, MapError> {
+    let mut reqs: Vec<Requirement> = sel
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| Requirement::In(k.clone(), vec![v.clone()]))
+        .collect();
+    for e in sel.match_expressions.iter().flatten() {
+        let values = e.values.clone().unwrap_or_default();
+        let bad = |why: &str| {
+            MapError::BadSelector(format!(
+                "key {:?} with operator {}: {why}",
+                e.key, e.operator
+            ))
+        };
+        reqs.push(match e.operator.as_str() {
+            "In" | "NotIn" if values.is_empty() => return Err(bad("needs values")),
+            "In" => Requirement::In(e.key.clone(), values),
+            "NotIn" => Requirement::NotIn(e.key.clone(), values),
+            "Exists" | "DoesNotExist" if !values.is_empty() => return Err(bad("takes no values")),
+            "Exists" => Requirement::Exists(e.key.clone()),
+            "DoesNotExist" => Requirement::DoesNotExist(e.key.clone()),
+            _ => {
+                return Err(bad(
+                    "unknown operator (use In, NotIn, Exists or DoesNotExist)",
+                ));
+            }
+        });
+    }
+    Ok(reqs)
+}
+
+fn glob(field: &'static str, pattern: &str) -> Result<Glob, MapError> {
+    Glob::new(pattern).map_err(|e| MapError::BadGlob {
+        field,
+        glob: pattern.to_string(),
+        reason: e.kind().to_string(),
+    })
+}
+
+fn glob_set(field: &'static str, patterns: &[String]) -> Result<Option<GlobSet>, MapError> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        b.add(glob(field, p)?);
+    }
+    b.build().map(Some).map_err(|e| MapError::BadGlob {
+        field,
+        glob: patterns.join(","),
+        reason: e.kind().to_string(),
+    })
+}
+
+fn matcher(field: &'static str, pattern: &Option<String>) -> Result<Option<GlobMatcher>, MapError> {
+    pattern
+        .as_deref()
+        .map(|p| glob(field, p).map(|g| g.compile_matcher()))
+        .transpose()
+}
+
+/// `aa:bb:cc:dd:ee:ff` (or with dashes), any case, normalised to lowercase
+/// with colons.
+pub fn normalize_mac(mac: &str) -> Option<String> {
+    let parts: Vec<&str> = mac.split([':', '-']).collect();
+    let ok = parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
+    ok.then(|| parts.join(":").to_ascii_lowercase())
+}
+
+fn rule(m: &MatchRule) -> Result<Rule, MapError> {
+    let macs = m
+        .macs
+        .iter()
+        .map(|mac| normalize_mac(mac).ok_or_else(|| MapError::BadMac(mac.clone())))
+        .collect::<Result<_, _>>()?;
+    let pci_addresses = m
+        .pci_addresses
+        .iter()
+        .map(|p| {
+            let p = p.to_ascii_lowercase();
+            if is_pci_address(&p) {
+                Ok(p)
+            } else {
+                Err(MapError::BadPciAddress(p))
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Rule {
+        names: glob_set("spec.match.names", &m.names)?,
+        aliases: glob_set("spec.match.aliases", &m.aliases)?,
+        alt_names: glob_set("spec.match.altNames", &m.alt_names)?,
+        macs,
+        drivers: m.drivers.clone(),
+        pci_addresses,
+        min_speed_mbps: m.min_speed_mbps,
+        lldp: m.lldp.as_ref().map(lldp_rule).transpose()?,
+    })
+}
+
+fn lldp_rule(l: &LldpMatch) -> Result<LldpRule, MapError> {
+    Ok(LldpRule {
+        system_name: matcher("spec.match.lldp.systemName", &l.system_name)?,
+        chassis_id: matcher("spec.match.lldp.chassisId", &l.chassis_id)?,
+        port_id: matcher("spec.match.lldp.portId", &l.port_id)?,
+        port_description: matcher("spec.match.lldp.portDescription", &l.port_description)?,
+        vlan_id: l.vlan_id,
+    })
+}
+
+impl Rule {
+    fn first_failure(&self, i: &Interface) -> Option<&'static str> {
+        let any = |set: &Option<GlobSet>, mut values: Box<dyn Iterator<Item = &str> + '_>| {
+            set.as_ref().is_none_or(|s| values.any(|v| s.is_match(v)))
+        };
+        if !any(&self.names, Box::new(std::iter::once(i.name.as_str()))) {
+            return Some("names");
+        }
+        if !any(&self.aliases, Box::new(i.alias.as_deref().into_iter())) {
+            return Some("aliases");
+        }
+        if !any(
+            &self.alt_names,
+            Box::new(i.alt_names.iter().map(String::as_str)),
+        ) {
+            return Some("altNames");
+        }
+        let mac_hit = |m: &String| i.mac.as_ref() == Some(m) || i.permanent_mac.as_ref() == Some(m);
+        if !self.macs.is_empty() && !self.macs.iter().any(mac_hit) {
+            return Some("macs");
+        }
+        if !self.drivers.is_empty() && !i.driver.as_ref().is_some_and(|d| self.drivers.contains(d))
+        {
+            return Some("drivers");
+        }
+        if !self.pci_addresses.is_empty()
+            && !i
+                .pci_address
+                .as_ref()
+                .is_some_and(|p| self.pci_addresses.contains(p))
+        {
+            return Some("pciAddresses");
+        }
+        if let Some(min) = self.min_speed_mbps {
+            if i.speed_mbps.is_none_or(|s| s < min) {
+                return Some("minSpeedMbps");
+            }
+        }
+        match (&self.lldp, &i.lldp) {
+            (None, _) => None,
+            (Some(_), None) => Some("lldp (no neighbor)"),
+            (Some(rule), Some(n)) => rule.first_failure(n),
+        }
+    }
+}
+
+impl LldpRule {
+    fn first_failure(&self, n: &Neighbor) -> Option<&'static str> {
+        let hit = |m: &Option<GlobMatcher>, v: Option<&str>| {
+            m.as_ref().is_none_or(|m| v.is_some_and(|v| m.is_match(v)))
+        };
+        if !hit(&self.system_name, n.system_name.as_deref()) {
+            return Some("lldp.systemName");
+        }
+        if !hit(&self.chassis_id, Some(&n.chassis_id.value)) {
+            return Some("lldp.chassisId");
+        }
+        if !hit(&self.port_id, Some(&n.port_id.value)) {
+            return Some("lldp.portId");
+        }
+        if !hit(&self.port_description, n.port_description.as_deref()) {
+            return Some("lldp.portDescription");
+        }
+        if let Some(id) = self.vlan_id {
+            if n.pvid != Some(id) && !n.vlans.iter().any(|v| v.id == id) {
+                return Some("lldp.vlanId");
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{LinkKind, TypedId, Vlan};
+
+    fn map(yaml: &str) -> NetworkMap {
+        parse_documents(yaml).unwrap().remove(0)
+    }
+
+    fn compiled(yaml: &str) -> CompiledMap {
+        CompiledMap::compile(&map(yaml)).unwrap()
+    }
+
+    fn iface(name: &str) -> Interface {
+        let mut i = Interface::new(name, 1, LinkKind::Physical);
+        i.mac = Some("52:54:00:aa:bb:01".into());
+        i.driver = Some("ixgbe".into());
+        i.pci_address = Some("0000:3b:00.1".into());
+        i.speed_mbps = Some(25000);
+        i.alias = Some("green-uplink".into());
+        i.alt_names = vec!["enp59s0f1".into()];
+        i.lldp = Some(Neighbor {
+            chassis_id: TypedId {
+                subtype: "mac".into(),
+                value: "00:11:22:33:44:55".into(),
+            },
+            port_id: TypedId {
+                subtype: "ifname".into(),
+                value: "Ethernet1/7".into(),
+            },
+            system_name: Some("tor-green-01".into()),
+            port_description: Some("uplink-to-node1".into()),
+            system_description: None,
+            management_addresses: vec![],
+            pvid: Some(100),
+            vlans: vec![Vlan {
+                id: 200,
+                name: None,
+            }],
+            ttl_seconds: 120,
+        });
+        i
+    }
+
+    const HEAD: &str =
+        "apiVersion: surveyor.dev/v1alpha1\nkind: NetworkMap\nmetadata: {name: green}\n";
+
+    #[test]
+    fn every_given_field_must_hold() {
+        let cases: &[(&str, bool, Option<&str>)] = &[
+            ("names: ['ens*']", false, Some("names")),
+            ("names: ['ens*', 'eth1']", true, None),
+            ("aliases: ['green-*']", true, None),
+            ("aliases: ['red-*']", false, Some("aliases")),
+            ("altNames: ['enp59s0f?']", true, None),
+            ("macs: ['52-54-00-AA-BB-01']", true, None),
+            ("macs: ['52:54:00:aa:bb:02']", false, Some("macs")),
+            ("drivers: [i40e, ixgbe]", true, None),
+            ("drivers: [mlx5_core]", false, Some("drivers")),
+            ("pciAddresses: ['0000:3B:00.1']", true, None),
+            ("minSpeedMbps: 25000", true, None),
+            ("minSpeedMbps: 40000", false, Some("minSpeedMbps")),
+            ("lldp: {systemName: 'tor-green-*'}", true, None),
+            (
+                "lldp: {systemName: 'tor-red-*'}",
+                false,
+                Some("lldp.systemName"),
+            ),
+            (
+                "lldp: {portId: 'Ethernet1/*', chassisId: '00:11:*'}",
+                true,
+                None,
+            ),
+            ("lldp: {portDescription: 'uplink-*'}", true, None),
+            ("lldp: {vlanId: 100}", true, None),
+            ("lldp: {vlanId: 200}", true, None),
+            ("lldp: {vlanId: 300}", false, Some("lldp.vlanId")),
+            (
+                "{names: ['ens*'], lldp: {systemName: 'tor-red-*'}}",
+                false,
+                Some("names"),
+            ),
+            (
+                "{names: ['eth*'], lldp: {systemName: 'tor-red-*'}}",
+                false,
+                Some("lldp.systemName"),
+            ),
+            ("{}", true, None),
+        ];
+        for (rule, want, failure) in cases {
+            let yaml = format!(
+                "{HEAD}spec:\n  match: {}\n",
+                if rule.starts_with('{') {
+                    rule.to_string()
+                } else {
+                    format!("{{{rule}}}")
+                }
+            );
+            let m = compiled(&yaml);
+            let mut i = iface("eth1");
+            assert_eq!(m.matches(&i), *want, "{rule}");
+            assert_eq!(m.mismatch(&i), *failure, "{rule}");
+            // A permanent MAC matches too (bond members change their MAC).
+            i.mac = Some("aa:aa:aa:aa:aa:aa".into());
+            i.permanent_mac = Some("52:54:00:aa:bb:01".into());
+            if rule.contains("52-54") {
+                assert!(m.matches(&i));
+            }
+        }
+    }
+
+    #[test]
+    fn lldp_rules_need_a_neighbor_and_unknown_speed_never_matches() {
+        let m = compiled(&format!(
+            "{HEAD}spec:\n  match: {{lldp: {{systemName: '*'}}}}\n"
+        ));
+        let mut i = iface("eth1");
+        i.lldp = None;
+        assert_eq!(m.mismatch(&i), Some("lldp (no neighbor)"));
+        let m = compiled(&format!("{HEAD}spec:\n  match: {{minSpeedMbps: 1}}\n"));
+        i.speed_mbps = None;
+        assert!(!m.matches(&i));
+        let no_rule = compiled(&format!("{HEAD}spec: {{}}\n"));
+        assert!(!no_rule.matches(&iface("eth1")));
+    }
+
+    #[test]
+    fn node_selectors() {
+        let labels: BTreeMap<String, String> = [("rack", "r1"), ("zone", "a")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let sel =
+            |s: &str| compiled(&format!("{HEAD}spec:\n  nodeSelector: {s}\n")).selects(&labels);
+        assert!(sel("{matchLabels: {rack: r1}}"));
+        assert!(!sel("{matchLabels: {rack: r2}}"));
+        assert!(sel("{}"));
+        assert!(sel(
+            "{matchExpressions: [{key: rack, operator: In, values: [r1, r2]}]}"
+        ));
+        assert!(!sel(
+            "{matchExpressions: [{key: rack, operator: NotIn, values: [r1]}]}"
+        ));
+        assert!(sel(
+            "{matchExpressions: [{key: gpu, operator: NotIn, values: [yes]}]}"
+        ));
+        assert!(sel("{matchExpressions: [{key: zone, operator: Exists}]}"));
+        assert!(sel(
+            "{matchExpressions: [{key: gpu, operator: DoesNotExist}]}"
+        ));
+        assert!(!sel(
+            "{matchLabels: {rack: r1}, matchExpressions: [{key: zone, operator: DoesNotExist}]}"
+        ));
+        assert!(
+            compiled(&format!("{HEAD}spec: {{}}\n")).selects(&labels),
+            "absent selects all"
+        );
+    }
+
+    #[test]
+    fn malformed_maps_are_errors_that_say_where() {
+        let err = |spec: &str| {
+            CompiledMap::compile(&map(&format!("{HEAD}spec: {spec}\n")))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("{match: {names: ['ens[']}}").contains("spec.match.names"));
+        assert!(
+            err("{match: {lldp: {systemName: 'tor-{'}}}").contains("spec.match.lldp.systemName")
+        );
+        assert!(err("{match: {macs: ['52:54:00']}}").contains("not a MAC"));
+        assert!(err("{match: {pciAddresses: ['3b:00.1']}}").contains("not a PCI address"));
+        assert!(
+            err("{nodeSelector: {matchExpressions: [{key: a, operator: Near}]}}")
+                .contains("unknown operator")
+        );
+        assert!(
+            err("{nodeSelector: {matchExpressions: [{key: a, operator: In}]}}")
+                .contains("needs values")
+        );
+        assert!(err("{interfaces: [{node: n1, interface: ''}]}").contains("spec.interfaces[0]"));
+        let long = "x".repeat(64);
+        let bad = map(&format!(
+            "apiVersion: surveyor.dev/v1alpha1\nkind: NetworkMap\nmetadata: {{name: {long}}}\nspec: {{}}\n"
+        ));
+        assert!(
+            CompiledMap::compile(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("63")
+        );
+        for name in ["Green", "-green", "green_net", ""] {
+            assert!(validate_name(name).is_err(), "{name}");
+        }
+        validate_name(&"g".repeat(63)).unwrap();
+    }
+
+    #[test]
+    fn documents_and_kinds() {
+        let two = format!(
+            "{HEAD}spec: {{}}\n---\n# comment only\n---\n{}",
+            HEAD.replace("green", "red") + "spec: {}\n"
+        );
+        let maps = parse_documents(&two).unwrap();
+        assert_eq!(maps.len(), 2);
+        assert_eq!(maps[1].metadata.name.as_deref(), Some("red"));
+        let json = r#"{"apiVersion":"surveyor.dev/v1alpha1","kind":"NetworkMap","metadata":{"name":"blue"},"spec":{"match":{"names":["eth*"]}}}"#;
+        assert_eq!(
+            parse_documents(json).unwrap()[0]
+                .spec
+                .match_rule
+                .as_ref()
+                .unwrap()
+                .names,
+            vec!["eth*"]
+        );
+        let e =
+            parse_documents("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n").unwrap_err();
+        assert!(e.to_string().contains("ConfigMap"), "{e}");
+        assert!(matches!(
+            parse_documents("spec: [unclosed"),
+            Err(MapError::Parse(_))
+        ));
+        assert!(matches!(
+            parse_documents(&format!("{HEAD}spec: {{match: {{minSpeedMbps: fast}}}}\n")),
+            Err(MapError::Parse(_))
+        ));
+        assert_eq!(parse_documents("").unwrap().len(), 0);
+    }
+}
