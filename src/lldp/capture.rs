@@ -73,19 +73,15 @@ impl Capture {
         let tx = self.tx.clone();
         tracing::debug!("listening for LLDP on {name}");
         let task = tokio::spawn(async move {
-            let mut buf = vec![0u8; FRAME_MAX];
             loop {
-                let len = match read(&socket, &mut buf).await {
-                    Ok(len) => len,
+                let frame = match read(&socket).await {
+                    Ok(frame) => frame,
                     Err(e) => {
                         tracing::debug!("LLDP socket on ifindex {ifindex} failed: {e}");
                         return;
                     }
                 };
-                let Some(frame) = buf.get(..len) else {
-                    continue;
-                };
-                let heard = match frame::parse_frame(frame) {
+                let heard = match frame::parse_frame(&frame) {
                     Ok((source, pdu)) => Heard {
                         ifindex,
                         source,
@@ -142,11 +138,18 @@ impl Drop for Capture {
     }
 }
 
-async fn read(socket: &AsyncFd<Socket>, buf: &mut [u8]) -> io::Result<usize> {
+/// Reads one frame. The buffer exists only once the socket is readable:
+/// an idle listener (most of them, most of the time) holds no memory for
+/// it, which matters with a thousand interfaces.
+async fn read(socket: &AsyncFd<Socket>) -> io::Result<Vec<u8>> {
     loop {
         let mut guard = socket.readable().await?;
-        match guard.try_io(|inner| inner.get_ref().read(buf)) {
-            Ok(result) => return result,
+        let mut buf = vec![0u8; FRAME_MAX];
+        match guard.try_io(|inner| inner.get_ref().read(&mut buf)) {
+            Ok(result) => {
+                buf.truncate(result?);
+                return Ok(buf);
+            }
             Err(_would_block) => continue,
         }
     }
