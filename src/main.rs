@@ -3,9 +3,15 @@ use surveyor::cli::{self, Cli, Command};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    cli::init_logging("warn");
+    let default_log = match cli.command {
+        Command::Agent(_) => "info",
+        _ => "warn",
+    };
+    cli::init_logging(default_log);
     let result = match cli.command {
         Command::Discover(args) => cli::discover::run(args),
+        Command::Agent(args) => cli::agent::run(args),
+        Command::Resolve(args) => cli::resolve::run(args),
         Command::Version => {
             println!("surveyor {}", env!("CARGO_PKG_VERSION"));
             Ok(())

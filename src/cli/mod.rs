@@ -1,7 +1,9 @@
 //! The command line: argument types and one module per subcommand. This is
 //! the program's edge, so errors here are `anyhow` with context for people.
 
+pub mod agent;
 pub mod discover;
+pub mod resolve;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -32,6 +34,18 @@ Examples:
   surveyor discover --include 'sv-*'       also veths named sv-*, whatever their kind
   ip netns exec NS surveyor discover --all inside a network namespace")]
     Discover(discover::DiscoverArgs),
+    /// Run the per-node agent: survey, listen for LLDP, resolve networks, keep the snapshot.
+    #[command(after_help = "\
+Examples:
+  surveyor agent --standalone --maps /etc/surveyor/maps
+      resolve the NetworkMaps in that directory on this machine
+  surveyor agent --standalone --maps maps/ --include 'sv-*' --state-dir /tmp/sv --node-labels rack=r1
+
+The state dir gets networks.json (read by the CNI plugin), survey.json and maps.json,
+each replaced atomically and only when it changes.")]
+    Agent(agent::AgentArgs),
+    /// Print the device the CNI plugin would use for NETWORK on this node.
+    Resolve(resolve::ResolveArgs),
     /// Print the version.
     Version,
 }
@@ -88,6 +102,7 @@ pub fn init_logging(default: &str) {
         .unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
