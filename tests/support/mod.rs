@@ -379,3 +379,130 @@ pub fn measure(ns: &str, args: &[&str]) -> Measured {
         max_rss_kib: usage.ru_maxrss,
     }
 }
+
+/// `surveyor agent --standalone` running in a namespace, killed on drop.
+pub struct AgentProcess {
+    child: Option<std::process::Child>,
+    pub state: std::path::PathBuf,
+    pub maps: std::path::PathBuf,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl AgentProcess {
+    /// Starts the agent in `ns` with maps dir and state dir of its own;
+    /// `maps` are (file name, content) written before it starts.
+    /// The state dir lives on tmpfs (/dev/shm) when there is one, as
+    /// /run/surveyor does on a node.
+    pub fn start(ns: &Netns, maps: &[(&str, &str)], extra: &[&str]) -> AgentProcess {
+        let dir = tempfile::Builder::new()
+            .prefix("surveyor-agent")
+            .tempdir_in("/dev/shm")
+            .or_else(|_| tempfile::tempdir())
+            .expect("temp dir");
+        let (state, maps_dir, log) = (
+            dir.path().join("state"),
+            dir.path().join("maps"),
+            dir.path().join("agent.log"),
+        );
+        std::fs::create_dir(&maps_dir).expect("maps dir");
+        for (name, text) in maps {
+            std::fs::write(maps_dir.join(name), text).expect("write map");
+        }
+        let log_file = File::create(&log).expect("log");
+        let child = ns
+            .command(surveyor())
+            .args(["agent", "--standalone", "--node-name", "node1"])
+            .arg("--maps")
+            .arg(&maps_dir)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(extra)
+            .env("SURVEYOR_LOG", "debug")
+            .stderr(log_file)
+            .spawn()
+            .expect("start agent");
+        AgentProcess {
+            child: Some(child),
+            state,
+            maps: maps_dir,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    /// The current networks.json, if there is one.
+    pub fn snapshot(&self) -> Option<serde_json::Value> {
+        let bytes = std::fs::read(self.state.join("networks.json")).ok()?;
+        Some(serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "torn or invalid networks.json: {e}: {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        }))
+    }
+
+    /// Waits (up to `secs`) until networks.json satisfies `want`; returns it.
+    pub fn wait_for(
+        &self,
+        secs: u64,
+        what: &str,
+        want: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            if let Some(s) = self.snapshot() {
+                if want(&s) {
+                    return s;
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "{what}: not reached within {secs} s; networks.json: {:?}\nagent log:\n{}",
+                    self.snapshot(),
+                    self.log()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+    }
+
+    /// The device of `network` in the current snapshot.
+    pub fn device(&self, network: &str) -> Option<String> {
+        self.snapshot()?["networks"][network]["device"]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// Sends `signal` and waits for the agent to exit; returns its status.
+    pub fn signal(&mut self, signal: nix::sys::signal::Signal) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("agent running");
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal);
+        child.wait().expect("wait agent")
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A NetworkMap matching interfaces whose LLDP neighbor's system name
+/// matches `glob`.
+pub fn lldp_map(name: &str, glob: &str) -> String {
+    format!(
+        "apiVersion: surveyor.dev/v1alpha1\nkind: NetworkMap\nmetadata:\n  name: {name}\nspec:\n  match:\n    lldp:\n      systemName: \"{glob}\"\n"
+    )
+}
