@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod cli;
+pub mod cni;
 pub mod crd;
 pub mod discovery;
 pub mod inventory;

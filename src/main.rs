@@ -2,6 +2,10 @@ use clap::Parser;
 use surveyor::cli::{self, Cli, Command};
 
 fn main() -> std::process::ExitCode {
+    // Exec'd by a container runtime as the `surveyor` CNI plugin.
+    if std::env::var_os("CNI_COMMAND").is_some() {
+        return surveyor::cni::main();
+    }
     let cli = Cli::parse();
     let default_log = match cli.command {
         Command::Agent(_) => "info",

@@ -253,20 +253,25 @@ pub async fn dump(mut f: impl FnMut(Link)) -> Result<(), NetlinkError> {
     Ok(())
 }
 
-async fn dump_attempt(f: &mut impl FnMut(Link)) -> Result<bool, NetlinkError> {
-    let mut sock = TokioSocket::new(NETLINK_ROUTE)?;
-    sock.socket_mut().bind_auto()?;
-    let mut request = LinkMessage::default();
+/// An RTM_GETLINK request without statistics (large, never published).
+fn getlink_request(mut request: LinkMessage, flags: u16) -> Vec<u8> {
     request
         .attributes
         .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
     let mut msg = NetlinkMessage::from(RouteNetlinkMessage::GetLink(request));
-    msg.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    msg.header.flags = flags;
     msg.header.sequence_number = 1;
     msg.finalize();
     let mut out = vec![0; msg.buffer_len()];
     msg.serialize(&mut out);
-    sock.send_to(&out, &SocketAddr::new(0, 0)).await?;
+    out
+}
+
+async fn dump_attempt(f: &mut impl FnMut(Link)) -> Result<bool, NetlinkError> {
+    let mut sock = TokioSocket::new(NETLINK_ROUTE)?;
+    sock.socket_mut().bind_auto()?;
+    let request = getlink_request(LinkMessage::default(), NLM_F_REQUEST | NLM_F_DUMP);
+    sock.send_to(&request, &SocketAddr::new(0, 0)).await?;
 
     let mut buf = Vec::with_capacity(DATAGRAM);
     let mut interrupted = false;
@@ -287,6 +292,49 @@ async fn dump_attempt(f: &mut impl FnMut(Link)) -> Result<bool, NetlinkError> {
         }
         if done {
             return Ok(interrupted);
+        }
+    }
+}
+
+/// Which link [`lookup`] asks for.
+#[derive(Clone, Copy, Debug)]
+pub enum LinkKey<'a> {
+    Index(u32),
+    Name(&'a str),
+}
+
+/// Looks up one link, blocking: one request, one reply. For the CNI plugin,
+/// which runs no async runtime. `None` when there is no such link.
+pub fn lookup(key: LinkKey<'_>) -> Result<Option<Link>, NetlinkError> {
+    let mut sock = rtnetlink::sys::Socket::new(NETLINK_ROUTE)?;
+    sock.bind_auto()?;
+    let mut request = LinkMessage::default();
+    match key {
+        LinkKey::Index(index) => request.header.index = index,
+        LinkKey::Name(name) => request.attributes.push(LinkAttribute::IfName(name.into())),
+    }
+    sock.send_to(
+        &getlink_request(request, NLM_F_REQUEST),
+        &SocketAddr::new(0, 0),
+        0,
+    )?;
+    loop {
+        let (buf, _) = sock.recv_from_full()?;
+        let mut found = None;
+        let mut refused = None;
+        parse_datagram(&buf, |frame| match frame {
+            Frame::Event(LinkEvent::New(link)) => found = Some(*link),
+            Frame::Error(code) if code < 0 => refused = Some(-code),
+            _ => {}
+        })
+        .map_err(|e| NetlinkError::Decode(e.to_string()))?;
+        match (found, refused) {
+            (Some(link), _) => return Ok(Some(link)),
+            (None, Some(nix::libc::ENODEV)) => return Ok(None),
+            (None, Some(errno)) => {
+                return Err(NetlinkError::Refused(io::Error::from_raw_os_error(errno)));
+            }
+            (None, None) => continue,
         }
     }
 }

@@ -1,0 +1,486 @@
+//! The CNI plugin (`type: surveyor`): resolves the semantic network to this
+//! node's device from the agent's snapshot and delegates to macvlan or
+//! ipvlan with `master` set to it.
+//!
+//! This path runs on every pod attachment: no async runtime, no
+//! Kubernetes API, one small file read and one netlink lookup before the
+//! delegate is exec'd. stdout carries only the result or the error JSON.
+
+pub mod cache;
+pub mod config;
+pub mod delegate;
+pub mod env;
+pub mod error;
+pub mod version;
+
+use std::collections::HashSet;
+use std::io::{Read as _, Write as _};
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde_json::{Map, Value};
+
+use crate::discovery::netlink::{LinkKey, lookup};
+use crate::snapshot::{Snapshot, SnapshotError, SnapshotNetwork, read_networks};
+
+use self::cache::{Cache, Entry};
+use self::config::NetConf;
+use self::env::{Command, Env};
+use self::error::*;
+
+/// The master given to a delegate's DEL when the real one is gone: macvlan
+/// and ipvlan only check on DEL that the master exists, then release the
+/// IPAM lease and delete the pod's interface, neither of which needs it.
+const STAND_IN_MASTER: &str = "lo";
+
+/// Runs one CNI command from the process environment and stdin.
+pub fn main() -> ExitCode {
+    let mut stdin = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
+        return fail(
+            &CniError::new(UNDECODABLE, format!("cannot read stdin: {e}")),
+            None,
+        );
+    }
+    let result = Env::from_vars(|k| std::env::var(k).ok()).and_then(|env| run(&env, &stdin));
+    match result {
+        Ok(out) => {
+            let mut stdout = std::io::stdout().lock();
+            if stdout
+                .write_all(&out)
+                .and_then(|()| stdout.flush())
+                .is_err()
+            {
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e, config::cni_version(&stdin).as_deref()),
+    }
+}
+
+fn fail(e: &CniError, version: Option<&str>) -> ExitCode {
+    eprintln!("surveyor: {e}");
+    println!("{}", e.to_json(version));
+    ExitCode::FAILURE
+}
+
+/// Dispatches one command; the bytes for stdout on success.
+pub fn run(env: &Env, stdin: &[u8]) -> Result<Vec<u8>, CniError> {
+    if env.command == Command::Version {
+        return Ok(version_answer(stdin));
+    }
+    let conf = NetConf::parse(stdin)?;
+    match env.command {
+        Command::Add => add(env, &conf),
+        Command::Del => del(env, &conf),
+        Command::Check => check(env, &conf),
+        Command::Status => status(&conf),
+        Command::Gc => gc(env, &conf),
+        Command::Version => Ok(version_answer(stdin)),
+    }
+}
+
+fn version_answer(stdin: &[u8]) -> Vec<u8> {
+    let asked = config::cni_version(stdin).filter(|v| version::is_supported(v));
+    serde_json::json!({
+        "cniVersion": asked.as_deref().unwrap_or(version::LATEST),
+        "supportedVersions": version::SUPPORTED,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn this_node() -> String {
+    crate::node::node_name(None, std::env::var("NODE_NAME").ok().as_deref())
+        .unwrap_or_else(|_| "this node".into())
+}
+
+/// The agent's snapshot; without one, "try again" (the agent is starting).
+fn snapshot(conf: &NetConf) -> Result<Snapshot, CniError> {
+    read_networks(&conf.state_dir).map_err(|e| {
+        let node = this_node();
+        let msg = match &e {
+            SnapshotError::Missing(path) => format!("no network snapshot on node {node} yet ({})", path.display()),
+            other => format!("network snapshot on node {node} unreadable: {other}"),
+        };
+        CniError::new(TRY_AGAIN, format!("network {:?}: {msg}", conf.network)).details(format!(
+            "the surveyor agent writes it once running on this node: check kubectl -n surveyor get pods -o wide --field-selector spec.nodeName={node}"
+        ))
+    })
+}
+
+/// The network's entry, resolved, or code 100 saying why not.
+fn resolved<'a>(
+    conf: &NetConf,
+    snapshot: &'a Snapshot,
+) -> Result<(&'a SnapshotNetwork, &'a str), CniError> {
+    let node = &snapshot.node;
+    let Some(net) = snapshot.networks.get(&conf.network) else {
+        return Err(CniError::new(NOT_MAPPED, format!("network {:?} is not mapped on node {node}", conf.network)).details(
+            format!(
+                "no NetworkMap named {:?} has reached this node's agent; check kubectl get networkmap {}, and kubectl get nodesurvey {node} -o yaml",
+                conf.network, conf.network
+            ),
+        ));
+    };
+    match &net.device {
+        Some(device) => Ok((net, device)),
+        None => Err(CniError::new(
+            NOT_MAPPED,
+            format!(
+                "network {:?} has no device on node {node}: {}",
+                conf.network,
+                net.reason.as_deref().unwrap_or("no candidate")
+            ),
+        )
+        .details(format!("kubectl get nodesurvey {node} -o yaml shows each interface, its LLDP neighbor and why it does not match"))),
+    }
+}
+
+/// The device to use: the snapshot's choice if it is still the same link
+/// (same index, name and MAC), else the next candidate that exists.
+fn pick_device(conf: &NetConf, snapshot: &Snapshot) -> Result<String, CniError> {
+    let (net, device) = resolved(conf, snapshot)?;
+    if let Some(index) = net.index {
+        if let Ok(Some(link)) = lookup(LinkKey::Index(index)) {
+            let same_mac = net.mac.is_none() || link.interface.mac == net.mac;
+            if link.interface.name == device && same_mac {
+                return Ok(device.to_string());
+            }
+        }
+    }
+    for candidate in net.candidates.iter().filter(|c| *c != device) {
+        if let Ok(Some(_)) = lookup(LinkKey::Name(candidate)) {
+            eprintln!(
+                "surveyor: network {:?}: {device} changed since the snapshot; using {candidate}",
+                conf.network
+            );
+            return Ok(candidate.clone());
+        }
+    }
+    Err(CniError::new(
+        DEVICE_VANISHED,
+        format!(
+            "network {:?} on node {}: device {device} and every other candidate are gone",
+            conf.network, snapshot.node
+        ),
+    )
+    .details(format!(
+        "the agent re-resolves within milliseconds of a link change: retry, or check kubectl get nodesurvey {} -o yaml",
+        snapshot.node
+    )))
+}
+
+/// The version to speak to the delegate: ours, or 1.0.0 for a 1.1.0
+/// config when the delegate predates 1.1.0 (asked with one VERSION call,
+/// made only then).
+fn delegate_version(binary: &Path, conf: &NetConf) -> Result<String, CniError> {
+    if version::compare(&conf.cni_version, "1.0.0").is_le() {
+        return Ok(conf.cni_version.clone());
+    }
+    let theirs = delegate::versions(binary, &conf.cni_version)?;
+    version::for_delegate(&conf.cni_version, &theirs).ok_or_else(|| {
+        CniError::new(
+            INCOMPATIBLE_VERSION,
+            format!(
+                "network {:?}: the {} plugin supports CNI {} but not {}",
+                conf.name,
+                conf.delegate.as_str(),
+                theirs.join(", "),
+                conf.cni_version
+            ),
+        )
+    })
+}
+
+/// Sets the version the delegate is spoken to in, prevResult included.
+fn speak(config: &mut Map<String, Value>, version: &str) {
+    config.insert("cniVersion".into(), version.into());
+    if let Some(Value::Object(prev)) = config.get_mut("prevResult") {
+        prev.insert("cniVersion".into(), version.into());
+    }
+}
+
+/// A delegate's result, relabelled with the runtime's version when the
+/// delegate was spoken to in an older one; untouched otherwise.
+fn relabel(out: Vec<u8>, from: &str, to: &str) -> Vec<u8> {
+    if from == to {
+        return out;
+    }
+    match serde_json::from_slice::<Value>(&out) {
+        Ok(Value::Object(mut result)) => {
+            result.insert("cniVersion".into(), to.into());
+            serde_json::to_vec(&result).unwrap_or(out)
+        }
+        _ => out,
+    }
+}
+
+/// Adds which network, node and device were tried to a delegate's error;
+/// its code and message stay as they were.
+fn tried(mut e: CniError, conf: &NetConf, node: &str, device: &str) -> CniError {
+    let context = format!(
+        "surveyor: network {:?} on node {node}, device {device}, delegate {}",
+        conf.network,
+        conf.delegate.as_str()
+    );
+    e.details = if e.details.is_empty() {
+        context
+    } else {
+        format!("{context}: {}", e.details)
+    };
+    e
+}
+
+fn add(env: &Env, conf: &NetConf) -> Result<Vec<u8>, CniError> {
+    let snapshot = snapshot(conf)?;
+    let device = pick_device(conf, &snapshot)?;
+    let binary = delegate::find(conf.delegate.as_str(), &env.path)?;
+    let version = delegate_version(&binary, conf)?;
+    let mut config = conf.delegate_config(&device, &version);
+    speak(&mut config, &version);
+    let (container_id, ifname) = env.attachment();
+    let cache = Cache::new(&conf.cache_dir);
+    // A second ADD for one attachment is a runtime bug; if it fails, the
+    // first attachment must survive it.
+    let previous = cache.read(container_id, ifname)?;
+    let entry = Entry {
+        container_id: container_id.into(),
+        ifname: ifname.into(),
+        name: conf.name.clone(),
+        network: conf.network.clone(),
+        device: device.clone(),
+        config,
+    };
+    cache.write(&entry)?;
+    let stdin = serde_json::to_vec(&entry.config)
+        .map_err(|e| CniError::new(DELEGATE_FAILED, e.to_string()))?;
+    match delegate::run(&binary, &[], &stdin) {
+        Ok(out) => Ok(relabel(out, &version, &conf.cni_version)),
+        Err(e) => {
+            match previous {
+                Some(previous) => cache.write(&previous)?,
+                None => {
+                    // Delegates do not always undo a half-done ADD (macvlan
+                    // keeps its interface when IPAM returns no address): a
+                    // DEL releases whatever it left.
+                    let _ = delegate::run(&binary, &[("CNI_COMMAND", Some("DEL"))], &stdin);
+                    cache.remove(container_id, ifname)?;
+                }
+            }
+            Err(tried(e, conf, &snapshot.node, &device))
+        }
+    }
+}
+
+/// The delegate configuration of an attachment: the one recorded at ADD,
+/// else rebuilt from the snapshot (or, for DEL, a stand-in master).
+fn recorded_or_rebuilt(
+    conf: &NetConf,
+    env: &Env,
+    binary: &Path,
+    for_del: bool,
+) -> Result<Map<String, Value>, CniError> {
+    let (container_id, ifname) = env.attachment();
+    if let Some(entry) = Cache::new(&conf.cache_dir).read(container_id, ifname)? {
+        let mut config = entry.config;
+        // The runtime's prevResult is the current one.
+        if let Some(prev) = conf.raw.get("prevResult") {
+            config.insert("prevResult".into(), prev.clone());
+        }
+        let version = config
+            .get("cniVersion")
+            .and_then(Value::as_str)
+            .unwrap_or(&conf.cni_version)
+            .to_string();
+        speak(&mut config, &version);
+        return Ok(config);
+    }
+    let version = delegate_version(binary, conf)?;
+    let device = match snapshot(conf).and_then(|s| pick_device(conf, &s)) {
+        Ok(device) => device,
+        Err(_) if for_del => STAND_IN_MASTER.to_string(),
+        Err(e) => return Err(e),
+    };
+    let mut config = conf.delegate_config(&device, &version);
+    speak(&mut config, &version);
+    Ok(config)
+}
+
+/// For DEL and GC: a master that has vanished is replaced by the stand-in,
+/// so the lease and the pod interface are still released.
+fn master_or_stand_in(config: &mut Map<String, Value>) {
+    let master = config
+        .get("master")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if master.is_empty() || matches!(lookup(LinkKey::Name(master)), Ok(None)) {
+        config.insert("master".into(), STAND_IN_MASTER.into());
+    }
+}
+
+fn del(env: &Env, conf: &NetConf) -> Result<Vec<u8>, CniError> {
+    let binary = delegate::find(conf.delegate.as_str(), &env.path)?;
+    let mut config = recorded_or_rebuilt(conf, env, &binary, true)?;
+    master_or_stand_in(&mut config);
+    let device = config
+        .get("master")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let stdin =
+        serde_json::to_vec(&config).map_err(|e| CniError::new(DELEGATE_FAILED, e.to_string()))?;
+    delegate::run(&binary, &[], &stdin).map_err(|e| tried(e, conf, &this_node(), &device))?;
+    let (container_id, ifname) = env.attachment();
+    Cache::new(&conf.cache_dir).remove(container_id, ifname)?;
+    Ok(Vec::new())
+}
+
+fn check(env: &Env, conf: &NetConf) -> Result<Vec<u8>, CniError> {
+    let binary = delegate::find(conf.delegate.as_str(), &env.path)?;
+    let config = recorded_or_rebuilt(conf, env, &binary, false)?;
+    let device = config
+        .get("master")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let stdin =
+        serde_json::to_vec(&config).map_err(|e| CniError::new(DELEGATE_FAILED, e.to_string()))?;
+    delegate::run(&binary, &[], &stdin).map_err(|e| tried(e, conf, &this_node(), &device))?;
+    Ok(Vec::new())
+}
+
+fn status(conf: &NetConf) -> Result<Vec<u8>, CniError> {
+    match read_networks(&conf.state_dir) {
+        Ok(_) => Ok(Vec::new()),
+        Err(e) => Err(CniError::new(
+            NOT_AVAILABLE,
+            format!(
+                "surveyor cannot resolve networks on node {}: {e}",
+                this_node()
+            ),
+        )),
+    }
+}
+
+/// Releases every cached attachment of this network that the runtime no
+/// longer lists as valid: a delegate DEL (which frees the IPAM lease), then
+/// the cache entry.
+fn gc(env: &Env, conf: &NetConf) -> Result<Vec<u8>, CniError> {
+    let valid: HashSet<(String, String)> = conf
+        .raw
+        .get("cni.dev/valid-attachments")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|a| {
+            Some((
+                a.get("containerID")?.as_str()?.to_string(),
+                a.get("ifname")?.as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    let cache = Cache::new(&conf.cache_dir);
+    let stale: Vec<Entry> = cache
+        .list()?
+        .into_iter()
+        .filter(|e| {
+            e.name == conf.name && !valid.contains(&(e.container_id.clone(), e.ifname.clone()))
+        })
+        .collect();
+    if stale.is_empty() {
+        return Ok(Vec::new());
+    }
+    let binary = delegate::find(conf.delegate.as_str(), &env.path)?;
+    let mut failed = Vec::new();
+    for entry in stale {
+        let mut config = entry.config.clone();
+        master_or_stand_in(&mut config);
+        config.remove("prevResult");
+        let stdin = serde_json::to_vec(&config)
+            .map_err(|e| CniError::new(DELEGATE_FAILED, e.to_string()))?;
+        let vars = [
+            ("CNI_COMMAND", Some("DEL")),
+            ("CNI_CONTAINERID", Some(entry.container_id.as_str())),
+            ("CNI_IFNAME", Some(entry.ifname.as_str())),
+            ("CNI_NETNS", None),
+        ];
+        match delegate::run(&binary, &vars, &stdin) {
+            Ok(_) => cache.remove(&entry.container_id, &entry.ifname)?,
+            Err(e) => failed.push(format!("{}/{}: {e}", entry.container_id, entry.ifname)),
+        }
+    }
+    if failed.is_empty() {
+        Ok(Vec::new())
+    } else {
+        Err(CniError::new(
+            DELEGATE_FAILED,
+            format!(
+                "network {:?}: GC could not release {} attachment(s)",
+                conf.name,
+                failed.len()
+            ),
+        )
+        .details(failed.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_answers_the_asked_version_when_supported() {
+        let v: Value =
+            serde_json::from_slice(&version_answer(br#"{"cniVersion":"0.4.0"}"#)).unwrap();
+        assert_eq!(v["cniVersion"], "0.4.0");
+        assert_eq!(
+            v["supportedVersions"],
+            serde_json::json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+        );
+        let v: Value = serde_json::from_slice(&version_answer(b"garbage")).unwrap();
+        assert_eq!(v["cniVersion"], version::LATEST);
+    }
+
+    #[test]
+    fn relabel_and_speak() {
+        let out = relabel(
+            br#"{"cniVersion":"1.0.0","ips":[]}"#.to_vec(),
+            "1.0.0",
+            "1.1.0",
+        );
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["cniVersion"], "1.1.0");
+        let same = br#"{"cniVersion":"1.0.0"}"#.to_vec();
+        assert_eq!(relabel(same.clone(), "1.0.0", "1.0.0"), same);
+        let mut conf: Map<String, Value> =
+            serde_json::from_str(r#"{"cniVersion":"1.1.0","prevResult":{"cniVersion":"1.1.0"}}"#)
+                .unwrap();
+        speak(&mut conf, "1.0.0");
+        assert_eq!(
+            (
+                conf["cniVersion"].as_str(),
+                conf["prevResult"]["cniVersion"].as_str()
+            ),
+            (Some("1.0.0"), Some("1.0.0"))
+        );
+    }
+
+    #[test]
+    fn delegate_errors_keep_code_and_message() {
+        let conf =
+            NetConf::parse(br#"{"cniVersion":"1.0.0","name":"g","network":"green"}"#).unwrap();
+        let e = tried(
+            CniError::new(11, "busy").details("ipam"),
+            &conf,
+            "node1",
+            "ens4",
+        );
+        assert_eq!((e.code, e.msg.as_str()), (11, "busy"));
+        assert_eq!(
+            e.details,
+            "surveyor: network \"green\" on node node1, device ens4, delegate macvlan: ipam"
+        );
+    }
+}
