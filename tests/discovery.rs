@@ -420,3 +420,37 @@ fn host_namespace_nics_backed_by_a_device_are_physical_with_their_driver() {
         }
     }
 }
+
+#[test]
+fn one_shot_lookup_by_index_and_name() {
+    use surveyor::discovery::netlink::{LinkKey, lookup};
+    let node = Netns::new("lookup");
+    node.ip(&[
+        "link",
+        "add",
+        "sv-a",
+        "address",
+        "02:aa:00:00:00:01",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "sv-b",
+    ]);
+    let (by_name, by_index, missing, missing_index) = node.block_on(|| async {
+        let by_name = lookup(LinkKey::Name("sv-a")).unwrap().unwrap();
+        let by_index = lookup(LinkKey::Index(by_name.interface.index))
+            .unwrap()
+            .unwrap();
+        (
+            by_name,
+            by_index,
+            lookup(LinkKey::Name("sv-zz")).unwrap(),
+            lookup(LinkKey::Index(9999)).unwrap(),
+        )
+    });
+    assert_eq!(by_name, by_index);
+    assert_eq!(by_name.interface.mac.as_deref(), Some("02:aa:00:00:00:01"));
+    assert_eq!(by_name.interface.kind, LinkKind::Virtual("veth".into()));
+    assert!(missing.is_none() && missing_index.is_none());
+}

@@ -1,0 +1,651 @@
+//! The CNI plugin with Debian's real plugins (/usr/lib/cni) in namespaces.
+
+mod support;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+
+use serde_json::{Value, json};
+use support::{Netns, surveyor};
+
+const PLUGINS: &str = "/usr/lib/cni";
+
+fn require_plugins() {
+    if !Path::new(PLUGINS).join("macvlan").exists() {
+        panic!(
+            "this test needs the CNI reference plugins in {PLUGINS}: apt-get install -y containernetworking-plugins (.ci/run does)"
+        );
+    }
+}
+
+/// A node namespace with a green device (`sv-a`, cabled to a peer
+/// namespace), a pod namespace, and a state/cache dir of their own.
+struct Lab {
+    node: Netns,
+    pod: Netns,
+    _peer: Netns,
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Lab {
+        require_plugins();
+        let node = Netns::new(tag);
+        let peer = Netns::new(&format!("{tag}-p"));
+        let pod = Netns::new(&format!("{tag}-pod"));
+        support::cable(&node, "sv-a", &peer, "p0");
+        support::cable(&node, "sv-b", &peer, "p1");
+        let lab = Lab {
+            node,
+            pod,
+            _peer: peer,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        lab.snapshot(&["sv-a", "sv-b"]);
+        lab
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    fn leases(&self) -> PathBuf {
+        self.dir.path().join("leases")
+    }
+
+    fn link(&self, ns: &Netns, dev: &str) -> Value {
+        let out = ns.ip(&["-j", "-d", "link", "show", "dev", dev]);
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()[0].clone()
+    }
+
+    /// Writes networks.json as the agent would: green on the first of
+    /// `candidates`, blue unresolved.
+    fn snapshot(&self, candidates: &[&str]) {
+        let dev = self.link(&self.node, candidates[0]);
+        let snap = json!({
+            "node": "node1", "generation": 1,
+            "networks": {
+                "green": {"device": candidates[0], "index": dev["ifindex"], "mac": dev["address"], "candidates": candidates},
+                "blue": {"candidates": [], "reason": "no surveyed interface on node node1 matches spec.match: sv-a fails lldp.systemName"}
+            }
+        });
+        std::fs::create_dir_all(self.state()).unwrap();
+        std::fs::write(self.state().join("networks.json"), snap.to_string()).unwrap();
+    }
+
+    fn config(&self, version: &str, ipam: Value) -> Value {
+        json!({
+            "cniVersion": version, "name": "green", "type": "surveyor", "network": "green",
+            "mode": "bridge", "ipam": ipam,
+            "stateDir": self.state(), "cacheDir": self.cache(),
+        })
+    }
+
+    fn static_ip(&self, n: u8) -> Value {
+        self.config(
+            "1.0.0",
+            json!({"type": "static", "addresses": [{"address": format!("10.10.0.{n}/24")}]}),
+        )
+    }
+
+    fn host_local(&self, version: &str) -> Value {
+        self.config(
+            version,
+            json!({"type": "host-local", "subnet": "10.20.0.0/24", "dataDir": self.leases()}),
+        )
+    }
+
+    /// Runs the plugin in the node namespace.
+    fn cni(
+        &self,
+        command: &str,
+        id: &str,
+        ifname: &str,
+        netns: Option<&str>,
+        conf: &Value,
+        path: &str,
+    ) -> Output {
+        let mut cmd = self.node.command(surveyor());
+        cmd.env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", id)
+            .env("CNI_IFNAME", ifname)
+            .env("CNI_PATH", path)
+            .env(
+                "CNI_ARGS",
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web",
+            );
+        if let Some(ns) = netns {
+            cmd.env("CNI_NETNS", ns);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(conf.to_string().as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn pod_netns(&self) -> String {
+        format!("/run/netns/{}", self.pod.name)
+    }
+
+    fn add(&self, id: &str, conf: &Value) -> Output {
+        self.cni("ADD", id, "net1", Some(&self.pod_netns()), conf, PLUGINS)
+    }
+
+    fn del(&self, id: &str, conf: &Value) -> Output {
+        self.cni("DEL", id, "net1", Some(&self.pod_netns()), conf, PLUGINS)
+    }
+
+    fn pod_links(&self) -> Vec<String> {
+        let out = self.pod.ip(&["-j", "link", "show"]);
+        let links: Value = serde_json::from_slice(&out.stdout).unwrap();
+        links
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["ifname"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn cache_files(&self) -> Vec<String> {
+        std::fs::read_dir(self.cache())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().into_string().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn lease_files(&self) -> Vec<String> {
+        let dir = self.leases().join("green");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().into_string().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.retain(|f| f.starts_with("10."));
+        files.sort();
+        files
+    }
+}
+
+fn ok(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.stdout.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+fn error(out: &Output) -> Value {
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not a CNI error ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+#[test]
+fn add_attaches_a_bridge_macvlan_on_the_resolved_device_and_del_removes_it() {
+    let lab = Lab::new("cni-add");
+    let conf = lab.static_ip(5);
+    let result = ok(&lab.add("c1", &conf));
+    assert_eq!(result["cniVersion"], "1.0.0");
+    assert_eq!(result["interfaces"][0]["name"], "net1");
+    assert_eq!(result["interfaces"][0]["sandbox"], lab.pod_netns());
+    assert_eq!(result["ips"][0]["address"], "10.10.0.5/24");
+
+    let net1 = lab.link(&lab.pod, "net1");
+    assert_eq!(net1["linkinfo"]["info_kind"], "macvlan");
+    assert_eq!(net1["linkinfo"]["info_data"]["mode"], "bridge");
+    let sv_a = lab.link(&lab.node, "sv-a");
+    assert_eq!(
+        net1["link_index"], sv_a["ifindex"],
+        "lower device must be exactly sv-a"
+    );
+    assert_eq!(lab.cache_files(), ["c1-net1.json"]);
+    let entry: Value =
+        serde_json::from_slice(&std::fs::read(lab.cache().join("c1-net1.json")).unwrap()).unwrap();
+    assert_eq!(entry["config"]["master"], "sv-a");
+
+    // CHECK with the ADD result as prevResult.
+    let mut check = conf.clone();
+    check["prevResult"] = result.clone();
+    ok(&lab.cni(
+        "CHECK",
+        "c1",
+        "net1",
+        Some(&lab.pod_netns()),
+        &check,
+        PLUGINS,
+    ));
+
+    let mut del = conf.clone();
+    del["prevResult"] = result;
+    ok(&lab.del("c1", &del));
+    assert_eq!(lab.pod_links(), ["lo"]);
+    assert!(lab.cache_files().is_empty());
+    ok(&lab.del("c1", &del));
+}
+
+#[test]
+fn del_succeeds_when_snapshot_cache_device_or_netns_is_gone() {
+    let lab = Lab::new("cni-del");
+    let conf = lab.static_ip(6);
+    // Snapshot and map gone: the cache entry still drives DEL.
+    ok(&lab.add("c1", &conf));
+    std::fs::remove_dir_all(lab.state()).unwrap();
+    ok(&lab.del("c1", &conf));
+    assert_eq!(lab.pod_links(), ["lo"]);
+
+    // Cache gone: DEL rebuilds from the snapshot.
+    lab.snapshot(&["sv-a"]);
+    ok(&lab.add("c2", &conf));
+    std::fs::remove_dir_all(lab.cache()).unwrap();
+    ok(&lab.del("c2", &conf));
+    assert_eq!(lab.pod_links(), ["lo"]);
+
+    // The device itself gone (its macvlan goes with it) and no snapshot.
+    ok(&lab.add("c3", &conf));
+    lab.node.ip(&["link", "del", "sv-a"]);
+    std::fs::remove_dir_all(lab.state()).unwrap();
+    ok(&lab.del("c3", &conf));
+    assert!(lab.cache_files().is_empty());
+
+    // The netns gone.
+    ok(&lab.cni(
+        "DEL",
+        "c4",
+        "net1",
+        Some("/run/netns/does-not-exist"),
+        &conf,
+        PLUGINS,
+    ));
+    ok(&lab.cni("DEL", "c4", "net1", None, &conf, PLUGINS));
+}
+
+#[test]
+fn gc_releases_the_leases_of_attachments_no_longer_valid() {
+    let lab = Lab::new("cni-gc");
+    // GC is CNI 1.1.0; Debian's macvlan speaks 1.0.0, spoken to as such.
+    let conf = lab.host_local("1.1.0");
+    let mut pods = Vec::new();
+    for id in ["c1", "c2", "c3"] {
+        let pod = Netns::new("cni-gc-pod");
+        let result = ok(&lab.cni(
+            "ADD",
+            id,
+            "net1",
+            Some(&format!("/run/netns/{}", pod.name)),
+            &conf,
+            PLUGINS,
+        ));
+        assert_eq!(
+            result["cniVersion"], "1.1.0",
+            "the runtime gets its own version back"
+        );
+        pods.push(pod);
+    }
+    assert_eq!(lab.lease_files().len(), 3);
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "c1", "ifname": "net1"}]);
+    ok(&lab.cni("GC", "", "", None, &gc, PLUGINS));
+    let leases = lab.lease_files();
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    let owner = std::fs::read_to_string(lab.leases().join("green").join(&leases[0])).unwrap();
+    assert!(owner.starts_with("c1"), "{owner}");
+    assert_eq!(lab.cache_files(), ["c1-net1.json"]);
+}
+
+#[test]
+fn errors_carry_the_right_codes_and_leave_nothing_behind() {
+    let lab = Lab::new("cni-err");
+    let conf = lab.static_ip(7);
+    let netns = lab.pod_netns();
+    let run = |conf: &Value, id: &str, ifname: &str| {
+        lab.cni("ADD", id, ifname, Some(&netns), conf, PLUGINS)
+    };
+
+    let mut blue = conf.clone();
+    blue["network"] = json!("blue");
+    let e = error(&run(&blue, "c1", "net1"));
+    assert_eq!(e["code"], 100);
+    let msg = e["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("\"blue\"") && msg.contains("node1") && msg.contains("lldp.systemName"),
+        "{msg}"
+    );
+    assert!(
+        e["details"]
+            .as_str()
+            .unwrap()
+            .contains("kubectl get nodesurvey node1")
+    );
+
+    let mut purple = conf.clone();
+    purple["network"] = json!("purple");
+    let e = error(&run(&purple, "c1", "net1"));
+    assert_eq!(e["code"], 100);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("not mapped on node node1")
+    );
+
+    let mut master = conf.clone();
+    master["master"] = json!("sv-b");
+    assert_eq!(error(&run(&master, "c1", "net1"))["code"], 7);
+
+    let out = lab
+        .node
+        .command(surveyor())
+        .env("CNI_COMMAND", "ADD")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(error(&out)["code"], 4, "no CNI_CONTAINERID");
+    assert_eq!(error(&run(&conf, "../../etc", "net1"))["code"], 4);
+    assert_eq!(error(&run(&conf, "c1", "../x"))["code"], 4);
+
+    let mut old = conf.clone();
+    old["cniVersion"] = json!("0.2.0");
+    assert_eq!(error(&run(&old, "c1", "net1"))["code"], 1);
+
+    let mut cmd = lab.node.command(surveyor());
+    cmd.env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", "c1")
+        .env("CNI_NETNS", &netns)
+        .env("CNI_IFNAME", "net1")
+        .env("CNI_PATH", PLUGINS);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"cniVersion\": \"1.0.0\", oops")
+        .unwrap();
+    assert_eq!(error(&child.wait_with_output().unwrap())["code"], 6);
+
+    let mut nosnap = conf.clone();
+    nosnap["stateDir"] = json!(lab.dir.path().join("nowhere"));
+    let e = error(&run(&nosnap, "c1", "net1"));
+    assert_eq!(e["code"], 11);
+    assert!(e["details"].as_str().unwrap().contains("surveyor agent"));
+
+    // The delegate fails (static IPAM without addresses): its code and
+    // message survive, the details say what surveyor tried.
+    let bad_ipam = lab.config("1.0.0", json!({"type": "static"}));
+    let e = error(&run(&bad_ipam, "c1", "net1"));
+    assert!(
+        e["details"]
+            .as_str()
+            .unwrap()
+            .contains("network \"green\" on node node1, device sv-a, delegate macvlan"),
+        "{e}"
+    );
+
+    // The device vanished and no candidate is left.
+    lab.snapshot(&["sv-a"]);
+    lab.node.ip(&["link", "set", "sv-a", "name", "sv-renamed"]);
+    assert_eq!(error(&run(&conf, "c1", "net1"))["code"], 101);
+
+    assert_eq!(lab.pod_links(), ["lo"], "a failed ADD leaves no interface");
+    assert!(
+        lab.cache_files().is_empty(),
+        "a failed ADD leaves no cache entry"
+    );
+}
+
+#[test]
+fn a_repeated_add_that_fails_keeps_the_first_attachment() {
+    let lab = Lab::new("cni-twice");
+    let conf = lab.static_ip(11);
+    ok(&lab.add("c1", &conf));
+    let e = error(&lab.add("c1", &conf));
+    assert!(
+        e["details"].as_str().unwrap().contains("device sv-a"),
+        "{e}"
+    );
+    assert_eq!(lab.pod_links(), ["lo", "net1"]);
+    assert_eq!(lab.cache_files(), ["c1-net1.json"]);
+    ok(&lab.del("c1", &conf));
+    assert_eq!(lab.pod_links(), ["lo"]);
+}
+
+#[test]
+fn a_stale_snapshot_falls_back_to_the_next_candidate() {
+    let lab = Lab::new("cni-next");
+    lab.node.ip(&["link", "del", "sv-a"]);
+    ok(&lab.add("c1", &lab.static_ip(8)));
+    let net1 = lab.link(&lab.pod, "net1");
+    assert_eq!(net1["link_index"], lab.link(&lab.node, "sv-b")["ifindex"]);
+    ok(&lab.del("c1", &lab.static_ip(8)));
+}
+
+#[test]
+fn version_and_status() {
+    let lab = Lab::new("cni-ver");
+    let conf = lab.static_ip(9);
+    let v = ok(&lab.cni(
+        "VERSION",
+        "",
+        "",
+        None,
+        &json!({"cniVersion": "1.0.0"}),
+        PLUGINS,
+    ));
+    assert_eq!(
+        v["supportedVersions"],
+        json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+    );
+    assert_eq!(v["cniVersion"], "1.0.0");
+    let mut status = conf.clone();
+    status["cniVersion"] = json!("1.1.0");
+    assert_eq!(
+        ok(&lab.cni("STATUS", "", "", None, &status, PLUGINS)),
+        Value::Null
+    );
+    std::fs::remove_dir_all(lab.state()).unwrap();
+    assert_eq!(
+        error(&lab.cni("STATUS", "", "", None, &status, PLUGINS))["code"],
+        50
+    );
+}
+
+/// A fake delegate recording what it is given, placed first on CNI_PATH.
+fn recorder(dir: &Path, name: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join(name);
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncat > {0}/stdin.json\nenv | grep '^CNI_' | sort > {0}/env\necho '{{\"cniVersion\":\"1.0.0\",\"interfaces\":[{{\"name\":\"net1\"}}],\"ips\":[]}}'\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+#[test]
+fn ipvlan_gets_the_right_config_and_env() {
+    let lab = Lab::new("cni-ipvlan");
+    let rec = lab.dir.path().join("rec");
+    let bin = recorder(&rec, "ipvlan");
+    let mut conf = lab.static_ip(10);
+    conf["delegate"] = json!("ipvlan");
+    conf["mode"] = json!("l2");
+    // Things a pod controls must not steer the master.
+    conf["args"] = json!({"cni": {"master": "sv-b"}});
+    conf["runtimeConfig"] = json!({"master": "sv-b", "mac": "02:00:00:00:00:10"});
+    let path = format!("{}:{PLUGINS}", bin.display());
+    let netns = lab.pod_netns();
+    ok(&lab.cni("ADD", "c1", "net1", Some(&netns), &conf, &path));
+    let sent: Value =
+        serde_json::from_slice(&std::fs::read(rec.join("stdin.json")).unwrap()).unwrap();
+    assert_eq!(sent["type"], "ipvlan");
+    assert_eq!(sent["master"], "sv-a");
+    assert_eq!(sent["mode"], "l2");
+    assert_eq!(sent["name"], "green");
+    assert_eq!(sent["cniVersion"], "1.0.0");
+    assert_eq!(sent["args"], conf["args"]);
+    assert_eq!(sent["runtimeConfig"], conf["runtimeConfig"]);
+    for own in ["network", "delegate", "stateDir", "cacheDir"] {
+        assert!(sent.get(own).is_none(), "{own} reached the delegate");
+    }
+    let env = std::fs::read_to_string(rec.join("env")).unwrap();
+    for line in [
+        "CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web",
+        "CNI_COMMAND=ADD",
+        "CNI_CONTAINERID=c1",
+        "CNI_IFNAME=net1",
+        &format!("CNI_NETNS={netns}"),
+        &format!("CNI_PATH={path}"),
+    ] {
+        assert!(
+            env.lines().any(|l| l == line),
+            "{line} missing from:\n{env}"
+        );
+    }
+    ok(&lab.cni("DEL", "c1", "net1", Some(&netns), &conf, &path));
+    assert!(
+        std::fs::read_to_string(rec.join("env"))
+            .unwrap()
+            .contains("CNI_COMMAND=DEL")
+    );
+
+    // The real ipvlan, where the kernel has it.
+    let probe = lab
+        .node
+        .try_ip(&["link", "add", "sv-probe", "link", "sv-a", "type", "ipvlan"]);
+    if !probe.status.success() {
+        let why = String::from_utf8_lossy(&probe.stderr);
+        assert!(
+            why.contains("Unknown device type"),
+            "unexpected ipvlan probe failure: {why}"
+        );
+        println!(
+            "skipping the real ipvlan ADD: kernel lacks ipvlan ({})",
+            why.trim()
+        );
+        return;
+    }
+    lab.node.ip(&["link", "del", "sv-probe"]);
+    let result = ok(&lab.cni("ADD", "c2", "net1", Some(&netns), &conf, PLUGINS));
+    assert_eq!(result["interfaces"][0]["name"], "net1");
+    assert_eq!(
+        lab.link(&lab.pod, "net1")["linkinfo"]["info_kind"],
+        "ipvlan"
+    );
+    ok(&lab.cni("DEL", "c2", "net1", Some(&netns), &conf, PLUGINS));
+}
+
+#[test]
+fn a_thousand_add_del_cycles_leave_nothing_behind() {
+    let lab = Lab::new("cni-churn");
+    let conf = lab.host_local("1.0.0");
+    for n in 0..1000 {
+        let id = format!("c{n}");
+        let result = ok(&lab.add(&id, &conf));
+        let mut del = conf.clone();
+        del["prevResult"] = result;
+        ok(&lab.del(&id, &del));
+    }
+    assert_eq!(lab.pod_links(), ["lo"]);
+    assert!(lab.cache_files().is_empty(), "{:?}", lab.cache_files());
+    assert!(lab.lease_files().is_empty(), "{:?}", lab.lease_files());
+    let node_links = lab.node.ip(&["-j", "link", "show"]);
+    let links: Value = serde_json::from_slice(&node_links.stdout).unwrap();
+    assert_eq!(
+        links.as_array().unwrap().len(),
+        3,
+        "lo, sv-a, sv-b only: {links}"
+    );
+}
+
+#[test]
+fn end_to_end_the_agents_snapshot_drives_the_plugin() {
+    require_plugins();
+    let node = Netns::new("e2e");
+    let pod = Netns::new("e2e-pod");
+    let (_sw, _lldpd) = support::switch(&node, "sv-green", "tor-green-01", "Ethernet1/7", &[]);
+    let map = support::lldp_map("green", "tor-green-*");
+    let agent =
+        support::AgentProcess::start(&node, &[("green.yaml", &map)], &["--include", "sv-*"]);
+    agent.wait_for(10, "green resolved", |s| {
+        s["networks"]["green"]["device"] == "sv-green"
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let conf = json!({"cniVersion": "1.0.0", "name": "green", "type": "surveyor", "network": "green",
+        "ipam": {"type": "static", "addresses": [{"address": "10.40.0.2/24"}]},
+        "stateDir": agent.state, "cacheDir": cache.path()});
+    let run = |command: &str| {
+        let mut child = node
+            .command(surveyor())
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", "e2e")
+            .env("CNI_NETNS", format!("/run/netns/{}", pod.name))
+            .env("CNI_IFNAME", "net1")
+            .env("CNI_PATH", PLUGINS)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(conf.to_string().as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let result = ok(&run("ADD"));
+    assert_eq!(result["ips"][0]["address"], "10.40.0.2/24");
+    let out = pod.ip(&["-j", "-d", "link", "show", "dev", "net1"]);
+    let net1: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = node.ip(&["-j", "link", "show", "dev", "sv-green"]);
+    let green: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(net1[0]["link_index"], green[0]["ifindex"]);
+    ok(&run("DEL"));
+}
