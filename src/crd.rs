@@ -161,3 +161,132 @@ pub struct NetworkStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
+
+/// Patterns the API server checks before an admin's map reaches any node.
+/// The agent checks everything again (globs fully); these catch the
+/// obvious mistakes at `kubectl apply` time.
+const MAC_PATTERN: &str = r"^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$";
+const PCI_PATTERN: &str = r"^[0-9A-Fa-f]{4}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-9A-Fa-f]$";
+/// Brackets and braces balanced and not nested: what globset accepts.
+const GLOB_PATTERN: &str = r"^([^\[\]{}]|\[[^\[\]]+\]|\{[^{}\[\]]*\})*$";
+
+/// Both CRDs, with the validation the derive cannot express.
+pub fn crds() -> Vec<serde_json::Value> {
+    use kube::CustomResourceExt as _;
+    use serde_json::json;
+    let mut network_map = serde_json::to_value(NetworkMap::crd()).unwrap_or_default();
+    if let Some(root) = schema(&mut network_map, &[]) {
+        root["x-kubernetes-validations"] = json!([{
+            "rule": "self.metadata.name.matches('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$')",
+            "message": "a NetworkMap's name is its network's name and ends a node label key: a DNS label of at most 63 characters (lowercase letters, digits, '-')"
+        }]);
+    }
+    let rule = ["spec", "match"];
+    for (field, pattern) in [
+        ("macs", MAC_PATTERN),
+        ("pciAddresses", PCI_PATTERN),
+        ("names", GLOB_PATTERN),
+        ("aliases", GLOB_PATTERN),
+        ("altNames", GLOB_PATTERN),
+    ] {
+        if let Some(items) = schema(&mut network_map, &[&rule[..], &[field]].concat())
+            .and_then(|s| s.get_mut("items"))
+        {
+            items["pattern"] = json!(pattern);
+        }
+    }
+    for field in ["systemName", "chassisId", "portId", "portDescription"] {
+        if let Some(s) = schema(&mut network_map, &[&rule[..], &["lldp", field]].concat()) {
+            s["pattern"] = json!(GLOB_PATTERN);
+        }
+    }
+    if let Some(vlan) = schema(&mut network_map, &["spec", "match", "lldp", "vlanId"]) {
+        vlan["minimum"] = json!(1);
+        vlan["maximum"] = json!(4094);
+    }
+    if let Some(items) =
+        schema(&mut network_map, &["spec", "interfaces"]).and_then(|s| s.get_mut("items"))
+    {
+        items["properties"]["node"]["minLength"] = json!(1);
+        items["properties"]["interface"]["minLength"] = json!(1);
+        items["properties"]["interface"]["maxLength"] = json!(15);
+    }
+    let node_survey = serde_json::to_value(NodeSurvey::crd()).unwrap_or_default();
+    vec![network_map, node_survey]
+}
+
+/// The schema at `path` (property names) below the root of the first
+/// version's openAPIV3Schema.
+fn schema<'a>(crd: &'a mut serde_json::Value, path: &[&str]) -> Option<&'a mut serde_json::Value> {
+    let mut at = crd.pointer_mut("/spec/versions/0/schema/openAPIV3Schema")?;
+    for p in path {
+        at = at.get_mut("properties")?.get_mut(*p)?;
+    }
+    Some(at)
+}
+
+/// What `surveyor crds` prints (and `crds/surveyor.dev.yaml` holds).
+pub fn crds_yaml() -> Result<String, serde_saphyr::SerializeError> {
+    let mut out = String::new();
+    for crd in crds() {
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(&crd)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crds_carry_names_scope_columns_and_validation() {
+        let [map, survey] = <[serde_json::Value; 2]>::try_from(crds()).unwrap();
+        assert_eq!(map["spec"]["scope"], "Cluster");
+        assert_eq!(
+            map["spec"]["names"]["shortNames"],
+            serde_json::json!(["netmap"])
+        );
+        let root = &map["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        assert!(
+            root["x-kubernetes-validations"][0]["rule"]
+                .as_str()
+                .unwrap()
+                .contains("{0,61}")
+        );
+        let m = &root["properties"]["spec"]["properties"]["match"]["properties"];
+        assert_eq!(m["macs"]["items"]["pattern"], MAC_PATTERN);
+        assert_eq!(
+            m["lldp"]["properties"]["systemName"]["pattern"],
+            GLOB_PATTERN
+        );
+        assert_eq!(m["lldp"]["properties"]["vlanId"]["maximum"], 4094);
+        assert_eq!(survey["spec"]["scope"], "Cluster");
+        assert_eq!(
+            survey["spec"]["names"]["shortNames"],
+            serde_json::json!(["nsurvey"])
+        );
+        let v = &survey["spec"]["versions"][0];
+        assert!(v["subresources"]["status"].is_object());
+        let columns: Vec<&str> = v["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            columns,
+            ["Interfaces", "Up", "Neighbors", "Networks", "Age"]
+        );
+        // The patterns say what the agent says.
+        let re = |p: &str, s: &str| regex_automata::meta::Regex::new(p).unwrap().is_match(s);
+        assert!(
+            re(GLOB_PATTERN, "tor-green-*")
+                && re(GLOB_PATTERN, "ens[0-9]")
+                && re(GLOB_PATTERN, "{eth,ens}*")
+        );
+        assert!(!re(GLOB_PATTERN, "ens[") && !re(GLOB_PATTERN, "a{b"));
+        assert!(re(MAC_PATTERN, "52:54:00:AA:bb:01") && !re(MAC_PATTERN, "52:54:00"));
+        assert!(re(PCI_PATTERN, "0000:3b:00.1") && !re(PCI_PATTERN, "3b:00.1"));
+    }
+}

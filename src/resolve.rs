@@ -12,6 +12,8 @@ use crate::network_map::CompiledMap;
 /// One network on this node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resolved {
+    /// Whether the map's nodeSelector selects this node at all.
+    pub selected: bool,
     /// The chosen device; `None` when unresolved.
     pub device: Option<Device>,
     /// Every candidate, best first.
@@ -74,10 +76,13 @@ fn resolve_one(
     labels: &BTreeMap<String, String>,
 ) -> Resolved {
     if !map.selects(labels) {
-        return unresolved(
-            None,
-            format!("node {node} is not selected by spec.nodeSelector"),
-        );
+        return Resolved {
+            selected: false,
+            ..unresolved(
+                None,
+                format!("node {node} is not selected by spec.nodeSelector"),
+            )
+        };
     }
     let explicit: Vec<&str> = map.explicit_for(node).collect();
     let (rule, mut candidates): (Rule, Vec<&Interface>) = if !explicit.is_empty() {
@@ -111,6 +116,7 @@ fn resolve_one(
         return unresolved(Some(rule), reason);
     };
     Resolved {
+        selected: true,
         device: Some(Device {
             name: best.name.clone(),
             index: best.index,
@@ -124,6 +130,7 @@ fn resolve_one(
 
 fn unresolved(rule: Option<Rule>, reason: String) -> Resolved {
     Resolved {
+        selected: true,
         device: None,
         candidates: Vec::new(),
         rule,
@@ -461,6 +468,7 @@ mod tests {
             assert_eq!(g.device.as_ref().map(|d| d.name.as_str()), device, "{case}");
             assert_eq!(g.candidates, candidates, "{case}");
             assert_eq!(g.rule, rule, "{case}");
+            assert_eq!(g.selected, case != "not selected", "{case}");
             if device.is_none() {
                 let got = g.reason.as_deref().unwrap_or("");
                 assert!(got.contains(reason), "{case}: {got}");
