@@ -16,6 +16,10 @@ fn main() -> std::process::ExitCode {
         Command::Discover(args) => cli::discover::run(args),
         Command::Agent(args) => cli::agent::run(args),
         Command::Resolve(args) => cli::resolve::run(args),
+        Command::InstallCni(args) => cli::install::run(args),
+        Command::Crds => surveyor::crd::crds_yaml()
+            .map(|yaml| print!("{yaml}"))
+            .map_err(Into::into),
         Command::Version => {
             println!("surveyor {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -1,15 +1,19 @@
 //! `surveyor agent`: the per-node daemon.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
 
 use super::SurveyArgs;
+use crate::agent::cluster::{self, MapStore, Pace};
 use crate::agent::maps_dir::MapsDir;
-use crate::agent::{Agent, Config, parse_labels};
+use crate::agent::metrics::{self, Metrics};
+use crate::agent::{Agent, Cluster, Config, Source, parse_labels};
 use crate::node::node_name;
-use crate::snapshot::DEFAULT_STATE_DIR;
+use crate::snapshot::{DEFAULT_STATE_DIR, read_maps};
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
@@ -24,16 +28,23 @@ pub struct AgentArgs {
     #[arg(long, value_name = "DIR")]
     pub maps: Option<PathBuf>,
     /// Run without a cluster: maps from --maps, results to --state-dir only.
-    #[arg(long)]
+    #[arg(long, requires = "maps")]
     pub standalone: bool,
+    /// Kubeconfig to reach the cluster [default: in-cluster config, else $KUBECONFIG or ~/.kube/config].
+    #[arg(long, value_name = "PATH", conflicts_with = "standalone")]
+    pub kubeconfig: Option<PathBuf>,
     /// Do not listen for LLDP (no neighbors; lldp.* match rules never hold).
     #[arg(long)]
     pub no_lldp: bool,
     #[command(flatten)]
     pub survey: SurveyArgs,
-    /// Labels of this node for spec.nodeSelector in standalone mode, e.g. rack=r1,zone=a.
+    /// Labels of this node for spec.nodeSelector, e.g. rack=r1,zone=a
+    /// (standalone; with a cluster, the Node's labels replace them).
     #[arg(long, value_name = "K=V,...", default_value = "")]
     pub node_labels: String,
+    /// Serve /healthz, /readyz and /metrics on this address, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -41,38 +52,82 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         args.node_name.as_deref(),
         std::env::var("NODE_NAME").ok().as_deref(),
     )?;
-    let Some(maps) = args
-        .maps
-        .clone()
-        .filter(|_| args.standalone || !cluster_configured())
-    else {
-        anyhow::bail!(
-            "cluster mode is not available in this build: run with --standalone --maps DIR \
-             (NetworkMap YAML files) to resolve networks on this node"
-        );
-    };
     let config = Config {
         node,
         labels: parse_labels(&args.node_labels)?,
-        state_dir: args.state_dir,
-        maps_dir: maps,
+        state_dir: args.state_dir.clone(),
         filter: args.survey.filter()?,
         lldp: !args.no_lldp,
     };
     super::runtime()?.block_on(async {
-        let mut maps = MapsDir::open(&config.maps_dir)?;
-        let mut agent = Agent::start(config, maps.maps())
+        let metrics = Arc::new(Metrics::new());
+        if let Some(addr) = args.listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            tokio::spawn(metrics::serve(listener, metrics.clone()));
+        }
+        let source = source(&args, &config, &metrics).await?;
+        let mut agent = Agent::start(config, metrics)
             .await
             .context("starting the agent")?;
-        agent.run_standalone(&mut maps, shutdown()).await?;
+        agent.run(source, shutdown()).await?;
         anyhow::Ok(())
     })
 }
 
-/// Whether a cluster could be reached: in-cluster service env or a kubeconfig.
-fn cluster_configured() -> bool {
-    std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
-        || std::env::var_os("KUBECONFIG").is_some()
+/// Standalone with `--standalone`, or with `--maps` when no cluster can be
+/// reached; otherwise the cluster.
+async fn source(
+    args: &AgentArgs,
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Source> {
+    if args.standalone {
+        return standalone(args);
+    }
+    let client = match cluster::connect(args.kubeconfig.as_deref()).await {
+        Ok(client) => client,
+        Err(e) if args.maps.is_some() && args.kubeconfig.is_none() => {
+            tracing::info!("no cluster ({e}); running standalone with --maps");
+            return standalone(args);
+        }
+        Err(e) => {
+            return Err(e).context("connecting to the cluster (for a single machine, run with --standalone --maps DIR)");
+        }
+    };
+    // Until the API answers, resolve with the maps last seen.
+    let saved = read_maps(&config.state_dir)
+        .map(|l| l.items)
+        .unwrap_or_default();
+    if !saved.is_empty() {
+        tracing::info!(
+            "starting from {} NetworkMap(s) saved in maps.json",
+            saved.len()
+        );
+    }
+    let (desired, rx) = tokio::sync::watch::channel(None);
+    cluster::spawn_publisher(
+        client.clone(),
+        config.node.clone(),
+        rx,
+        metrics.clone(),
+        Pace::default(),
+    );
+    Ok(Source::Cluster(Cluster {
+        store: MapStore::from_saved(saved),
+        maps: cluster::watch_maps(client.clone()),
+        node: cluster::watch_node(client, &config.node),
+        desired,
+    }))
+}
+
+fn standalone(args: &AgentArgs) -> anyhow::Result<Source> {
+    let dir = args
+        .maps
+        .as_ref()
+        .context("standalone mode needs --maps DIR (a directory of NetworkMap YAML files)")?;
+    Ok(Source::Dir(MapsDir::open(dir)?))
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod discover;
+pub mod install;
 pub mod resolve;
 
 use clap::{Args, Parser, Subcommand};
@@ -46,6 +47,11 @@ each replaced atomically and only when it changes.")]
     Agent(agent::AgentArgs),
     /// Print the device the CNI plugin would use for NETWORK on this node.
     Resolve(resolve::ResolveArgs),
+    /// Print the NetworkMap and NodeSurvey CustomResourceDefinitions (YAML).
+    #[command(after_help = "Example:\n  surveyor crds | kubectl apply -f -")]
+    Crds,
+    /// Install this binary as the `surveyor` CNI plugin (the DaemonSet's init container).
+    InstallCni(install::InstallArgs),
     /// Print the version.
     Version,
 }

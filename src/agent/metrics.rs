@@ -1,0 +1,201 @@
+//! `/metrics` (Prometheus), `/healthz` and `/readyz` for the agent.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+/// Everything the agent counts. Counters only go up; the agent adds what
+/// its components counted since the last look.
+pub struct Metrics {
+    registry: Registry,
+    pub interfaces: Gauge,
+    pub interfaces_up: Gauge,
+    pub neighbors: Gauge,
+    pub networks: Family<StateLabel, Gauge>,
+    pub api_writes: Family<KindLabel, Counter>,
+    pub api_errors: Counter,
+    pub netlink_events: Counter,
+    pub lldp_frames: Counter,
+    pub snapshot_writes: Counter,
+    ready: AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("surveyor"),
+            interfaces: Gauge::default(),
+            interfaces_up: Gauge::default(),
+            neighbors: Gauge::default(),
+            networks: Family::default(),
+            api_writes: Family::default(),
+            api_errors: Counter::default(),
+            netlink_events: Counter::default(),
+            lldp_frames: Counter::default(),
+            snapshot_writes: Counter::default(),
+            ready: AtomicBool::new(false),
+        };
+        let r = &mut m.registry;
+        r.register("interfaces", "Surveyed interfaces", m.interfaces.clone());
+        r.register(
+            "interfaces_up",
+            "Surveyed interfaces up with carrier",
+            m.interfaces_up.clone(),
+        );
+        r.register(
+            "lldp_neighbors",
+            "Surveyed interfaces with an LLDP neighbor",
+            m.neighbors.clone(),
+        );
+        r.register(
+            "networks",
+            "Networks mapped on this node, by state (resolved, unresolved)",
+            m.networks.clone(),
+        );
+        r.register(
+            "api_writes",
+            "Kubernetes API writes, by kind (create, status, labels)",
+            m.api_writes.clone(),
+        );
+        r.register(
+            "api_errors",
+            "Kubernetes API requests and watches that failed",
+            m.api_errors.clone(),
+        );
+        r.register(
+            "netlink_events",
+            "Link events applied",
+            m.netlink_events.clone(),
+        );
+        r.register(
+            "lldp_frames",
+            "LLDP frames received from neighbors",
+            m.lldp_frames.clone(),
+        );
+        r.register(
+            "snapshot_writes",
+            "State dir files written",
+            m.snapshot_writes.clone(),
+        );
+        m
+    }
+
+    /// Ready once the first snapshot is written.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Raises a counter to `total` (a component's own running count).
+pub fn catch_up(counter: &Counter, total: u64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
+    }
+}
+
+/// Serves the endpoints on `listener` until the runtime stops.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(metrics);
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!("serving /healthz, /readyz and /metrics on {addr}");
+    }
+    axum::serve(listener, app).await
+}
+
+async fn readyz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    if m.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "no snapshot written yet\n")
+    }
+}
+
+async fn metrics_text(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.encode(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_catching_up() {
+        let m = Metrics::new();
+        m.interfaces.set(3);
+        m.networks
+            .get_or_create(&StateLabel { state: "resolved" })
+            .set(2);
+        m.api_writes
+            .get_or_create(&KindLabel { kind: "status" })
+            .inc();
+        catch_up(&m.netlink_events, 5);
+        catch_up(&m.netlink_events, 4);
+        assert_eq!(m.netlink_events.get(), 5);
+        let text = m.encode();
+        for line in [
+            "surveyor_interfaces 3",
+            "surveyor_networks{state=\"resolved\"} 2",
+            "surveyor_api_writes_total{kind=\"status\"} 1",
+            "surveyor_netlink_events_total 5",
+            "surveyor_api_errors_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        assert!(!m.is_ready());
+        m.set_ready();
+        assert!(m.is_ready());
+    }
+}
