@@ -301,3 +301,92 @@ fn unsurveyed_link_flaps_never_rewrite_the_snapshot() {
     assert_eq!(agent.snapshot().unwrap(), first);
     assert_eq!(mtime(), before, "networks.json was rewritten");
 }
+
+/// A plain HTTP/1.0 GET from inside `ns`: (status code, body).
+fn http_get(ns: &Netns, port: u16, path: &str) -> (u16, String) {
+    let path = path.to_string();
+    ns.block_on(move || async move {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let code = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = response
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        (code, body)
+    })
+}
+
+#[test]
+fn health_readiness_and_metrics_are_served() {
+    let node = Netns::new("metrics");
+    let (_g, _gl) = switch(&node, "sv-a", "tor-green-01", "Ethernet1/7", &[]);
+    let port = 9464;
+    let agent = start(
+        &node,
+        &three_maps(),
+        &["--listen", &format!("127.0.0.1:{port}")],
+    );
+    agent.wait_for(10, "green resolved", |s| {
+        s["networks"]["green"]["device"] == "sv-a"
+    });
+    // The address is served a moment after start; the snapshot is there.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let (code, _) = loop {
+        let got = std::panic::catch_unwind(|| http_get(&node, port, "/readyz"));
+        match got {
+            Ok(r) => break r,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(e) => std::panic::resume_unwind(e),
+        }
+    };
+    assert_eq!(code, 200);
+    assert_eq!(http_get(&node, port, "/healthz"), (200, "ok\n".to_string()));
+    // One link event to count.
+    node.ip(&["link", "set", "sv-a", "mtu", "1400"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(agent.state.join("survey.json"))
+        .unwrap()
+        .contains("\"mtu\": 1400")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mtu change not surveyed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, text) = http_get(&node, port, "/metrics");
+    assert_eq!(code, 200);
+    for metric in [
+        "surveyor_interfaces 1",
+        "surveyor_interfaces_up 1",
+        "surveyor_lldp_neighbors 1",
+        "surveyor_networks{state=\"resolved\"} 1",
+        "surveyor_networks{state=\"unresolved\"} 2",
+        "surveyor_api_errors_total 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == metric),
+            "{metric} missing:\n{text}"
+        );
+    }
+    for counter in [
+        "surveyor_netlink_events_total",
+        "surveyor_lldp_frames_total",
+        "surveyor_snapshot_writes_total",
+    ] {
+        let value: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{counter} ")))
+            .unwrap_or_else(|| panic!("{counter} missing:\n{text}"))
+            .parse()
+            .unwrap();
+        assert!(value > 0, "{counter} is {value}");
+    }
+}

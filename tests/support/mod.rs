@@ -3,6 +3,8 @@
 //! machine lacks root or a package.
 #![allow(dead_code)]
 
+pub mod fake_api;
+
 use std::fs::File;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
