@@ -6,8 +6,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -39,24 +38,13 @@ fn main() {
     let netns = format!("/run/netns/{}", pod.name);
     let (with, without) = node.block_on(move || async move {
         let exec = |binary: &str, command: &str, conf: &str| {
-            let mut child = Command::new(binary)
-                .env("CNI_COMMAND", command)
+            let mut cmd = Command::new(binary);
+            cmd.env("CNI_COMMAND", command)
                 .env("CNI_CONTAINERID", "bench")
                 .env("CNI_NETNS", &netns)
                 .env("CNI_IFNAME", "net1")
-                .env("CNI_PATH", PLUGINS)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap();
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(conf.as_bytes())
-                .unwrap();
-            let out = child.wait_with_output().unwrap();
+                .env("CNI_PATH", PLUGINS);
+            let out = support::run_with_stdin(&mut cmd, conf.as_bytes());
             assert!(
                 out.status.success(),
                 "{binary} {command}: {}",

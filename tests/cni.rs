@@ -2,7 +2,6 @@
 
 mod support;
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
@@ -124,19 +123,7 @@ impl Lab {
         if let Some(ns) = netns {
             cmd.env("CNI_NETNS", ns);
         }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(conf.to_string().as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        support::run_with_stdin(&mut cmd, conf.to_string().as_bytes())
     }
 
     fn pod_netns(&self) -> String {
@@ -390,19 +377,8 @@ fn errors_carry_the_right_codes_and_leave_nothing_behind() {
         .env("CNI_NETNS", &netns)
         .env("CNI_IFNAME", "net1")
         .env("CNI_PATH", PLUGINS);
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"{\"cniVersion\": \"1.0.0\", oops")
-        .unwrap();
-    assert_eq!(error(&child.wait_with_output().unwrap())["code"], 6);
+    let out = support::run_with_stdin(&mut cmd, b"{\"cniVersion\": \"1.0.0\", oops");
+    assert_eq!(error(&out)["code"], 6);
 
     let mut nosnap = conf.clone();
     nosnap["stateDir"] = json!(lab.dir.path().join("nowhere"));
@@ -621,24 +597,13 @@ fn end_to_end_the_agents_snapshot_drives_the_plugin() {
         "ipam": {"type": "static", "addresses": [{"address": "10.40.0.2/24"}]},
         "stateDir": agent.state, "cacheDir": cache.path()});
     let run = |command: &str| {
-        let mut child = node
-            .command(surveyor())
-            .env("CNI_COMMAND", command)
+        let mut cmd = node.command(surveyor());
+        cmd.env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", "e2e")
             .env("CNI_NETNS", format!("/run/netns/{}", pod.name))
             .env("CNI_IFNAME", "net1")
-            .env("CNI_PATH", PLUGINS)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(conf.to_string().as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+            .env("CNI_PATH", PLUGINS);
+        support::run_with_stdin(&mut cmd, conf.to_string().as_bytes())
     };
     let result = ok(&run("ADD"));
     assert_eq!(result["ips"][0]["address"], "10.40.0.2/24");

@@ -254,9 +254,7 @@ fn add(env: &Env, conf: &NetConf) -> Result<Vec<u8>, CniError> {
         config,
     };
     cache.write(&entry)?;
-    let stdin = serde_json::to_vec(&entry.config)
-        .map_err(|e| CniError::new(DELEGATE_FAILED, e.to_string()))?;
-    match delegate::run(&binary, &[], &stdin) {
+    match call(&binary, conf, &snapshot.node, &entry.config, &[]) {
         Ok(out) => Ok(relabel(out, &version, &conf.cni_version)),
         Err(e) => {
             match previous {
@@ -265,11 +263,12 @@ fn add(env: &Env, conf: &NetConf) -> Result<Vec<u8>, CniError> {
                     // Delegates do not always undo a half-done ADD (macvlan
                     // keeps its interface when IPAM returns no address): a
                     // DEL releases whatever it left.
-                    let _ = delegate::run(&binary, &[("CNI_COMMAND", Some("DEL"))], &stdin);
+                    let del = [("CNI_COMMAND", Some("DEL"))];
+                    let _ = call(&binary, conf, &snapshot.node, &entry.config, &del);
                     cache.remove(container_id, ifname)?;
                 }
             }
-            Err(tried(e, conf, &snapshot.node, &device))
+            Err(e)
         }
     }
 }
@@ -324,14 +323,7 @@ fn del(env: &Env, conf: &NetConf) -> Result<Vec<u8>, CniError> {
     let binary = delegate::find(conf.delegate.as_str(), &env.path)?;
     let mut config = recorded_or_rebuilt(conf, env, &binary, true)?;
     master_or_stand_in(&mut config);
-    let device = config
-        .get("master")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let stdin =
-        serde_json::to_vec(&config).map_err(|e| CniError::new(DELEGATE_FAILED, e.to_string()))?;
-    delegate::run(&binary, &[], &stdin).map_err(|e| tried(e, conf, &this_node(), &device))?;
+    call(&binary, conf, &this_node(), &config, &[])?;
     let (container_id, ifname) = env.attachment();
     Cache::new(&conf.cache_dir).remove(container_id, ifname)?;
     Ok(Vec::new())
@@ -340,15 +332,26 @@ fn del(env: &Env, conf: &NetConf) -> Result<Vec<u8>, CniError> {
 fn check(env: &Env, conf: &NetConf) -> Result<Vec<u8>, CniError> {
     let binary = delegate::find(conf.delegate.as_str(), &env.path)?;
     let config = recorded_or_rebuilt(conf, env, &binary, false)?;
+    call(&binary, conf, &this_node(), &config, &[])?;
+    Ok(Vec::new())
+}
+
+/// Runs the delegate with `config` on stdin; its error comes back saying
+/// which network, node and device were tried.
+fn call(
+    binary: &Path,
+    conf: &NetConf,
+    node: &str,
+    config: &Map<String, Value>,
+    vars: &[(&str, Option<&str>)],
+) -> Result<Vec<u8>, CniError> {
+    let stdin =
+        serde_json::to_vec(config).map_err(|e| CniError::new(DELEGATE_FAILED, e.to_string()))?;
     let device = config
         .get("master")
         .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let stdin =
-        serde_json::to_vec(&config).map_err(|e| CniError::new(DELEGATE_FAILED, e.to_string()))?;
-    delegate::run(&binary, &[], &stdin).map_err(|e| tried(e, conf, &this_node(), &device))?;
-    Ok(Vec::new())
+        .unwrap_or_default();
+    delegate::run(binary, vars, &stdin).map_err(|e| tried(e, conf, node, device))
 }
 
 fn status(conf: &NetConf) -> Result<Vec<u8>, CniError> {
@@ -393,20 +396,19 @@ fn gc(env: &Env, conf: &NetConf) -> Result<Vec<u8>, CniError> {
         return Ok(Vec::new());
     }
     let binary = delegate::find(conf.delegate.as_str(), &env.path)?;
+    let node = this_node();
     let mut failed = Vec::new();
     for entry in stale {
         let mut config = entry.config.clone();
         master_or_stand_in(&mut config);
         config.remove("prevResult");
-        let stdin = serde_json::to_vec(&config)
-            .map_err(|e| CniError::new(DELEGATE_FAILED, e.to_string()))?;
         let vars = [
             ("CNI_COMMAND", Some("DEL")),
             ("CNI_CONTAINERID", Some(entry.container_id.as_str())),
             ("CNI_IFNAME", Some(entry.ifname.as_str())),
             ("CNI_NETNS", None),
         ];
-        match delegate::run(&binary, &vars, &stdin) {
+        match call(&binary, conf, &node, &config, &vars) {
             Ok(_) => cache.remove(&entry.container_id, &entry.ifname)?,
             Err(e) => failed.push(format!("{}/{}: {e}", entry.container_id, entry.ifname)),
         }

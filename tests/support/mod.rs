@@ -508,3 +508,18 @@ pub fn lldp_map(name: &str, glob: &str) -> String {
         "apiVersion: surveyor.dev/v1alpha1\nkind: NetworkMap\nmetadata:\n  name: {name}\nspec:\n  match:\n    lldp:\n      systemName: \"{glob}\"\n"
     )
 }
+
+/// Runs `cmd` with `stdin` piped in; stdout and stderr are captured.
+pub fn run_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
+    use std::io::Write as _;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin).expect("write stdin");
+    }
+    child.wait_with_output().expect("wait")
+}
