@@ -28,7 +28,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("surveyor: {e:#}");
+            eprintln!("surveyor: {}", cli::report(&e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -114,6 +114,23 @@ pub fn init_logging(default: &str) {
         .try_init();
 }
 
+/// An error and its causes on one line, each said once: many errors (ours
+/// and libraries') already quote their cause in their own message.
+pub fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 /// A single-threaded runtime: every I/O path here is one event loop.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
@@ -125,6 +142,18 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 mod tests {
     use super::parse_duration;
     use std::time::Duration;
+
+    #[test]
+    fn reports_say_each_cause_once() {
+        let inner = std::io::Error::other("disk on fire");
+        let e = anyhow::Error::new(inner)
+            .context("writing /run/x: disk on fire")
+            .context("publishing");
+        assert_eq!(
+            super::report(&e),
+            "publishing: writing /run/x: disk on fire"
+        );
+    }
 
     #[test]
     fn durations() {
