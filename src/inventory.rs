@@ -331,19 +331,6 @@ impl Inventory {
         }
         Some(removed)
     }
-
-    /// Keeps only the links for which `keep` holds.
-    pub fn retain(&mut self, mut keep: impl FnMut(&Link) -> bool) {
-        let gone: Vec<u32> = self
-            .links
-            .values()
-            .filter(|l| !keep(l))
-            .map(|l| l.interface.index)
-            .collect();
-        for index in gone {
-            self.remove(index);
-        }
-    }
 }
 
 /// What changed about one surveyed interface.

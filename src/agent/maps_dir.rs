@@ -49,10 +49,6 @@ impl MapsDir {
         Ok(maps)
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Re-reads every file. Returns whether the set of maps changed.
     pub fn reload(&mut self) -> Result<bool, MapsDirError> {
         let before = self.maps_fingerprint();
