@@ -58,13 +58,13 @@ const REASON_LIST_MAX: usize = 6;
 
 /// Resolves every map on this node. `interfaces` are the surveyed ones
 /// (LLDP neighbors filled in).
-pub fn resolve(
+pub fn resolve<'a>(
     interfaces: &[Interface],
-    maps: &[CompiledMap],
+    maps: impl IntoIterator<Item = &'a CompiledMap>,
     node: &str,
     labels: &BTreeMap<String, String>,
 ) -> Resolution {
-    maps.iter()
+    maps.into_iter()
         .map(|m| (m.name.clone(), resolve_one(interfaces, m, node, labels)))
         .collect()
 }

@@ -163,13 +163,9 @@ impl Agent {
     /// resolution moved, and why.
     pub fn publish(&mut self) -> Result<Desired, AgentError> {
         let mut interfaces = self.interfaces();
-        let compiled: Vec<_> = self.maps.iter().map(|m| m.compiled.clone()).collect();
-        let resolution = resolve::resolve(
-            &interfaces,
-            &compiled,
-            &self.config.node,
-            &self.config.labels,
-        );
+        let maps = self.maps.iter().map(|m| &m.compiled);
+        let resolution =
+            resolve::resolve(&interfaces, maps, &self.config.node, &self.config.labels);
         resolve::annotate(&mut interfaces, &resolution);
         let names: BTreeSet<&String> = self.resolution.keys().chain(resolution.keys()).collect();
         for name in names {
