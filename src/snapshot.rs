@@ -22,6 +22,9 @@ use crate::resolve::Resolution;
 pub const NETWORKS: &str = "networks.json";
 pub const SURVEY: &str = "survey.json";
 pub const MAPS: &str = "maps.json";
+/// The Node's labels last seen from the API, so a restart with the API
+/// down still honours nodeSelectors.
+pub const NODE: &str = "node.json";
 pub const DEFAULT_STATE_DIR: &str = "/run/surveyor";
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +119,18 @@ pub fn read_networks(dir: &Path) -> Result<Snapshot, SnapshotError> {
     read_json(&dir.join(NETWORKS))
 }
 
+/// `node.json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLabels {
+    pub node: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Reads `node.json` from `dir`.
+pub fn read_node(dir: &Path) -> Result<NodeLabels, SnapshotError> {
+    read_json(&dir.join(NODE))
+}
+
 /// Reads `maps.json` from `dir`.
 pub fn read_maps(dir: &Path) -> Result<MapList, SnapshotError> {
     read_json(&dir.join(MAPS))
@@ -184,7 +199,7 @@ impl StateDir {
             source,
         })?;
         let networks = read_networks(&path).ok();
-        let files = [SURVEY, MAPS]
+        let files = [SURVEY, MAPS, NODE]
             .into_iter()
             .filter_map(|name| Some((name, fs::read(path.join(name)).ok()?)))
             .collect();
@@ -236,6 +251,11 @@ impl StateDir {
         written.survey = self.replace(SURVEY, encode(SURVEY, status)?)?;
         written.maps = self.replace(MAPS, encode(MAPS, maps)?)?;
         Ok(written)
+    }
+
+    /// Records the Node's labels (`node.json`) when they changed.
+    pub fn save_labels(&mut self, node: &NodeLabels) -> Result<bool, SnapshotError> {
+        self.replace(NODE, encode(NODE, node)?)
     }
 
     /// Writes `name` when `bytes` differ from what it last held.

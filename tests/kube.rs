@@ -237,11 +237,15 @@ fn api_errors_and_timeouts_are_retried_while_the_snapshot_stays_current() {
 }
 
 #[test]
-fn a_restart_with_the_api_down_resolves_from_maps_json() {
+fn a_restart_with_the_api_down_resolves_from_maps_json_and_node_json() {
     let api = FakeApi::default();
     api.down.store(true, Ordering::SeqCst);
-    let saved = json!({"apiVersion": "v1", "kind": "List", "items": [map("green", "sv-b")]});
-    with_agent("kube-down", api, Some(saved), |run| async move {
+    // green selects rack r1 only: this node is in it, by the labels saved.
+    let mut green = map("green", "sv-b");
+    green["spec"]["nodeSelector"] = json!({"matchLabels": {"rack": "r1"}});
+    let maps = json!({"apiVersion": "v1", "kind": "List", "items": [green]});
+    let node = json!({"node": "node1", "labels": {"rack": "r1"}});
+    with_agent("kube-down", api, Some((maps, node)), |run| async move {
         run.until(5, "green from maps.json", |r| {
             r.snapshot()["networks"]["green"]["device"] == "sv-b"
         })

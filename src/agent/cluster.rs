@@ -129,6 +129,26 @@ pub fn selector_labels(node: &Node) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// What the state dir remembers from the API: the maps in force
+/// (`maps.json`) and this node's labels (`node.json`), so an agent
+/// restarted while the API is down resolves as it did before.
+pub fn remembered(state_dir: &Path, node: &str) -> (MapStore, Option<BTreeMap<String, String>>) {
+    let maps = crate::snapshot::read_maps(state_dir)
+        .map(|l| l.items)
+        .unwrap_or_default();
+    if !maps.is_empty() {
+        tracing::info!(
+            "starting from {} NetworkMap(s) saved in maps.json",
+            maps.len()
+        );
+    }
+    let labels = crate::snapshot::read_node(state_dir)
+        .ok()
+        .filter(|n| n.node == node)
+        .map(|n| n.labels);
+    (MapStore::from_saved(maps), labels)
+}
+
 /// NetworkMaps as the API has them, keeping each map's last valid version.
 #[derive(Debug, Default)]
 pub struct MapStore {

@@ -25,7 +25,7 @@ use crate::discovery::{Discovery, DiscoveryError};
 use crate::inventory::{Interface, neighbor_label};
 use crate::lldp::Lldp;
 use crate::resolve::{self, Resolution};
-use crate::snapshot::{MapList, Snapshot, SnapshotError, StateDir};
+use crate::snapshot::{MapList, NodeLabels, Snapshot, SnapshotError, StateDir};
 use crate::survey::SurveyFilter;
 
 use self::cluster::{Desired, MapEvents, MapStore, NodeEvents};
@@ -335,6 +335,8 @@ impl Agent {
                                 continue;
                             }
                             tracing::info!("node labels: {labels:?}");
+                            let saved = NodeLabels { node: self.config.node.clone(), labels: labels.clone() };
+                            self.state.save_labels(&saved)?;
                             self.config.labels = labels;
                         }
                         Ok(_) => continue,

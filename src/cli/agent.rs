@@ -8,12 +8,12 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::SurveyArgs;
-use crate::agent::cluster::{self, MapStore, Pace};
+use crate::agent::cluster::{self, Pace};
 use crate::agent::maps_dir::MapsDir;
 use crate::agent::metrics::{self, Metrics};
 use crate::agent::{Agent, Cluster, Config, Source, parse_labels};
 use crate::node::node_name;
-use crate::snapshot::{DEFAULT_STATE_DIR, read_maps};
+use crate::snapshot::DEFAULT_STATE_DIR;
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
@@ -52,7 +52,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         args.node_name.as_deref(),
         std::env::var("NODE_NAME").ok().as_deref(),
     )?;
-    let config = Config {
+    let mut config = Config {
         node,
         labels: parse_labels(&args.node_labels)?,
         state_dir: args.state_dir.clone(),
@@ -67,7 +67,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {addr}"))?;
             tokio::spawn(metrics::serve(listener, metrics.clone()));
         }
-        let source = source(&args, &config, &metrics).await?;
+        let source = source(&args, &mut config, &metrics).await?;
         let mut agent = Agent::start(config, metrics)
             .await
             .context("starting the agent")?;
@@ -80,7 +80,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
 /// reached; otherwise the cluster.
 async fn source(
     args: &AgentArgs,
-    config: &Config,
+    config: &mut Config,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<Source> {
     if args.standalone {
@@ -96,15 +96,10 @@ async fn source(
             return Err(e).context("connecting to the cluster (for a single machine, run with --standalone --maps DIR)");
         }
     };
-    // Until the API answers, resolve with the maps last seen.
-    let saved = read_maps(&config.state_dir)
-        .map(|l| l.items)
-        .unwrap_or_default();
-    if !saved.is_empty() {
-        tracing::info!(
-            "starting from {} NetworkMap(s) saved in maps.json",
-            saved.len()
-        );
+    // Until the API answers, resolve with the maps and labels last seen.
+    let (store, labels) = cluster::remembered(&config.state_dir, &config.node);
+    if let Some(labels) = labels.filter(|_| config.labels.is_empty()) {
+        config.labels = labels;
     }
     let (desired, rx) = tokio::sync::watch::channel(None);
     cluster::spawn_publisher(
@@ -115,7 +110,7 @@ async fn source(
         Pace::default(),
     );
     Ok(Source::Cluster(Cluster {
-        store: MapStore::from_saved(saved),
+        store,
         maps: cluster::watch_maps(client.clone()),
         node: cluster::watch_node(client, &config.node),
         desired,

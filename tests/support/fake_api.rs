@@ -17,10 +17,9 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full, StreamBody};
 use kube::Client;
 use serde_json::{Value, json};
-use surveyor::agent::cluster::{self, MapStore, Pace};
+use surveyor::agent::cluster::{self, Pace};
 use surveyor::agent::metrics::Metrics;
 use surveyor::agent::{Agent, Cluster, Config, Source};
-use surveyor::crd::NetworkMap;
 use surveyor::survey::SurveyFilter;
 
 use super::{Netns, cable};
@@ -207,7 +206,7 @@ impl Run {
 
 /// Runs the agent in a fresh node namespace (veths sv-a and sv-b, both up)
 /// against `api`, with `saved` maps in maps.json, then `test`.
-pub fn with_agent<F, Fut>(tag: &str, api: FakeApi, saved: Option<Value>, test: F)
+pub fn with_agent<F, Fut>(tag: &str, api: FakeApi, saved: Option<(Value, Value)>, test: F)
 where
     F: FnOnce(Run) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()>,
@@ -221,31 +220,35 @@ where
 
 /// Runs the cluster-mode agent (surveying `sv*`, LLDP when `lldp`) in
 /// namespace `node` against `api`, then `test`; stops it after.
-pub fn with_agent_in<F, Fut>(node: &Netns, api: FakeApi, saved: Option<Value>, lldp: bool, test: F)
-where
+pub fn with_agent_in<F, Fut>(
+    node: &Netns,
+    api: FakeApi,
+    saved: Option<(Value, Value)>,
+    lldp: bool,
+    test: F,
+) where
     F: FnOnce(Run) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()>,
 {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    if let Some(saved) = saved {
+    if let Some((maps, node)) = saved {
         std::fs::create_dir_all(&state).unwrap();
-        std::fs::write(state.join("maps.json"), saved.to_string()).unwrap();
+        std::fs::write(state.join("maps.json"), maps.to_string()).unwrap();
+        std::fs::write(state.join("node.json"), node.to_string()).unwrap();
     }
     let ns = node.name.clone();
     node.block_on(move || async move {
         let client = api.clone().serve();
         let metrics = Arc::new(Metrics::new());
+        let (store, remembered) = cluster::remembered(&state, "node1");
         let config = Config {
             node: "node1".into(),
-            labels: BTreeMap::new(),
+            labels: remembered.unwrap_or_default(),
             state_dir: state.clone(),
             filter: SurveyFilter::new(false, &["sv*".into()], &[]).unwrap(),
             lldp,
         };
-        let saved: Vec<NetworkMap> = surveyor::snapshot::read_maps(&state)
-            .map(|l| l.items)
-            .unwrap_or_default();
         let (desired, rx) = tokio::sync::watch::channel(None);
         let pace = Pace {
             interval: Duration::from_secs(1),
@@ -253,7 +256,7 @@ where
         };
         cluster::spawn_publisher(client.clone(), "node1".into(), rx, metrics.clone(), pace);
         let source = Source::Cluster(Cluster {
-            store: MapStore::from_saved(saved),
+            store,
             maps: cluster::watch_maps(client.clone()),
             node: cluster::watch_node(client, "node1"),
             desired,
