@@ -234,14 +234,17 @@ fn sigkill_during_churn_never_leaves_a_torn_snapshot() {
     }
     let map = "apiVersion: surveyor.dev/v1alpha1\nkind: NetworkMap\nmetadata: {name: green}\nspec: {match: {names: ['sv-*']}}\n";
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Churn: the node's own links go administratively down and up, which
+    // the kernel reports at once (peer carrier changes can be held back up
+    // to a second by linkwatch) and reorders green's candidates.
     let churn = {
-        let (peer, stop) = (peer.name.clone(), stop.clone());
+        let (node, stop) = (node.name.clone(), stop.clone());
         std::thread::spawn(move || {
             let mut n = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let state = if (n / 8) % 2 == 0 { "down" } else { "up" };
                 let _ = Command::new("ip")
-                    .args(["-n", &peer, "link", "set", &format!("p{}", n % 8), state])
+                    .args(["-n", &node, "link", "set", &format!("sv-{}", n % 8), state])
                     .output();
                 n += 1;
             }
