@@ -215,14 +215,12 @@ fn decode_matches_lldpds_own_receiver() {
     assert_eq!(ours["pvid"].to_string(), theirs_pvid.unwrap());
 }
 
-/// Runs discovery and LLDP in the node namespace until `until` holds for
-/// the neighbor of `sv-a` (or 12 s pass), returning how long it took.
-fn watch_neighbor(
-    node: &Netns,
-    until: fn(Option<&surveyor::inventory::Neighbor>) -> bool,
-    ready: std::sync::mpsc::Sender<()>,
-) -> std::thread::JoinHandle<Option<Duration>> {
-    node.spawn(move || async move {
+/// Runs discovery and LLDP in the node namespace; returns once `sv-a` has
+/// learned its neighbor, with a handle that yields how long after that the
+/// neighbor was gone (`None` after 12 s).
+fn watch_neighbor_loss(node: &Netns) -> std::thread::JoinHandle<Option<Duration>> {
+    let (ready, learned) = std::sync::mpsc::channel();
+    let watcher = node.spawn(move || async move {
         let filter = SurveyFilter::new(false, &["sv-a".into()], &[]).unwrap();
         let mut discovery = Discovery::watch(filter).await.unwrap();
         let mut lldp = Lldp::new();
@@ -237,7 +235,7 @@ fn watch_neighbor(
         ready.send(()).unwrap();
         let start = Instant::now();
         let deadline = start + Duration::from_secs(12);
-        while !until(lldp.neighbor(index)) {
+        while lldp.neighbor(index).is_some() {
             let left = deadline.saturating_duration_since(Instant::now());
             tokio::select! {
                 _ = lldp.changes() => {}
@@ -249,7 +247,11 @@ fn watch_neighbor(
             }
         }
         Some(start.elapsed())
-    })
+    });
+    learned
+        .recv_timeout(Duration::from_secs(10))
+        .expect("neighbor learned");
+    watcher
 }
 
 #[test]
@@ -263,10 +265,7 @@ fn shutdown_frame_removes_the_neighbor_at_once() {
         "Ethernet1/7",
         &["configure lldp tx-hold 10"],
     );
-    let (tx, rx) = std::sync::mpsc::channel();
-    let watcher = watch_neighbor(&node, |n| n.is_none(), tx);
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("neighbor learned");
+    let watcher = watch_neighbor_loss(&node);
     lldpd.stop();
     let took = watcher.join().unwrap().expect("neighbor removed");
     assert!(
@@ -279,10 +278,7 @@ fn shutdown_frame_removes_the_neighbor_at_once() {
 fn a_silent_switch_expires_after_its_ttl() {
     let node = Netns::new("lldp-ttl");
     let (_sw, lldpd) = switch(&node, "sv-a", "tor-green-01", "Ethernet1/7", &[]);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let watcher = watch_neighbor(&node, |n| n.is_none(), tx);
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("neighbor learned");
+    let watcher = watch_neighbor_loss(&node);
     lldpd.freeze(true);
     let took = watcher.join().unwrap();
     lldpd.freeze(false);
@@ -303,10 +299,7 @@ fn the_switch_port_going_down_removes_the_neighbor() {
         "Ethernet1/7",
         &["configure lldp tx-hold 10"],
     );
-    let (tx, rx) = std::sync::mpsc::channel();
-    let watcher = watch_neighbor(&node, |n| n.is_none(), tx);
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("neighbor learned");
+    let watcher = watch_neighbor_loss(&node);
     lldpd.freeze(true); // no goodbye frame: only the carrier loss tells
     sw.ip(&["link", "del", "swp1"]);
     let took = watcher.join().unwrap();
