@@ -4,7 +4,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Netns, cable, surveyor};
+use support::{Netns, cable, discover_json, surveyor};
 use surveyor::discovery::Discovery;
 use surveyor::inventory::{Change, Interface, LinkKind, OperState};
 use surveyor::survey::SurveyFilter;
@@ -12,22 +12,6 @@ use surveyor::survey::SurveyFilter;
 fn include(globs: &[&str]) -> SurveyFilter {
     let globs: Vec<String> = globs.iter().map(|g| g.to_string()).collect();
     SurveyFilter::new(false, &globs, &[]).unwrap()
-}
-
-fn discover_json(ns: &Netns, args: &[&str]) -> serde_json::Value {
-    let out = ns
-        .command(surveyor())
-        .arg("discover")
-        .args(["-o", "json", "--node-name", "node1"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]

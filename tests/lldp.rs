@@ -10,25 +10,7 @@ use surveyor::lldp::Lldp;
 use surveyor::survey::SurveyFilter;
 
 fn discover_with_lldp(node: &Netns, wait: &str) -> serde_json::Value {
-    let out = node
-        .command(surveyor())
-        .args([
-            "discover",
-            "-o",
-            "json",
-            "--include",
-            "sv-*",
-            "--lldp-wait",
-            wait,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    support::discover_json(node, &["--include", "sv-*", "--lldp-wait", wait])
 }
 
 /// The switch of the acceptance criteria: tor-green-01, chassis ID

@@ -525,3 +525,20 @@ pub fn run_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
     }
     child.wait_with_output().expect("wait")
 }
+
+/// `surveyor discover -o json --node-name node1 ARGS...` inside `ns`, which
+/// must succeed; its JSON.
+pub fn discover_json(ns: &Netns, args: &[&str]) -> serde_json::Value {
+    let out = ns
+        .command(surveyor())
+        .args(["discover", "-o", "json", "--node-name", "node1"])
+        .args(args)
+        .output()
+        .expect("run surveyor discover");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("discover -o json output")
+}
