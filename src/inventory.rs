@@ -4,9 +4,10 @@
 //!
 //! Nothing here does I/O; discovery fills it, the agent reads it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use ipnet::IpNet;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +38,14 @@ pub struct Interface {
     pub driver: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pci_address: Option<String>,
+    /// PCI `vendor:device` in lower-case hex (`8086:1593`), from sysfs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_id: Option<String>,
+    /// IPv4 and IPv6 addresses with their prefix length (`192.0.2.10/24`),
+    /// sorted; IPv6 link-local addresses are left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<String>")]
+    pub addresses: Vec<IpNet>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speed_mbps: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,6 +75,8 @@ impl Interface {
             alt_names: Vec::new(),
             driver: None,
             pci_address: None,
+            pci_id: None,
+            addresses: Vec::new(),
             speed_mbps: None,
             duplex: None,
             lldp: None,
@@ -265,6 +276,9 @@ pub struct Link {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Inventory {
     links: BTreeMap<u32, Link>,
+    /// Addresses by link index. They come in messages of their own, so
+    /// they are kept apart and copied into each link's interface.
+    addresses: BTreeMap<u32, BTreeSet<IpNet>>,
 }
 
 impl Inventory {
@@ -301,6 +315,11 @@ impl Inventory {
     /// the master of its own ports.
     pub fn upsert(&mut self, mut link: Link) {
         let index = link.interface.index;
+        link.interface.addresses = self
+            .addresses
+            .get(&index)
+            .map(|a| a.iter().copied().collect())
+            .unwrap_or_default();
         link.interface.master = link
             .master_index
             .and_then(|m| self.links.get(&m))
@@ -323,6 +342,7 @@ impl Inventory {
     /// Removes a link; its ports keep their master index (the kernel sends
     /// their own updates) but lose the name.
     pub fn remove(&mut self, index: u32) -> Option<Link> {
+        self.addresses.remove(&index);
         let removed = self.links.remove(&index)?;
         for port in self.links.values_mut() {
             if port.master_index == Some(index) {
@@ -330,6 +350,24 @@ impl Inventory {
             }
         }
         Some(removed)
+    }
+
+    /// Adds (`present`) or removes an address of link `index`. An address
+    /// may be reported before its link is known: it is kept for it.
+    pub fn set_address(&mut self, index: u32, net: IpNet, present: bool) {
+        let set = self.addresses.entry(index).or_default();
+        if present {
+            set.insert(net);
+        } else {
+            set.remove(&net);
+        }
+        let addresses: Vec<IpNet> = set.iter().copied().collect();
+        if set.is_empty() {
+            self.addresses.remove(&index);
+        }
+        if let Some(link) = self.links.get_mut(&index) {
+            link.interface.addresses = addresses;
+        }
     }
 }
 
@@ -394,6 +432,14 @@ pub fn field_diffs(b: &Interface, a: &Interface) -> Vec<(&'static str, String, S
         v.as_ref()
             .map_or_else(|| "-".to_string(), |v| v.to_string())
     }
+    fn join(v: &[IpNet]) -> String {
+        let parts: Vec<String> = v.iter().map(IpNet::to_string).collect();
+        if parts.is_empty() {
+            "-".into()
+        } else {
+            parts.join(",")
+        }
+    }
     let mut out = Vec::new();
     let mut push = |field, old: String, new: String| {
         if old != new {
@@ -413,6 +459,8 @@ pub fn field_diffs(b: &Interface, a: &Interface) -> Vec<(&'static str, String, S
     push("master", opt(&b.master), opt(&a.master));
     push("alias", opt(&b.alias), opt(&a.alias));
     push("altNames", b.alt_names.join(","), a.alt_names.join(","));
+    push("pciId", opt(&b.pci_id), opt(&a.pci_id));
+    push("addresses", join(&b.addresses), join(&a.addresses));
     push("speedMbps", opt(&b.speed_mbps), opt(&a.speed_mbps));
     push(
         "lldp",
@@ -438,6 +486,43 @@ mod tests {
             interface: Interface::new(name, index, LinkKind::Virtual("veth".into())),
             master_index: master,
         }
+    }
+
+    #[test]
+    fn addresses_follow_their_link_and_survive_link_updates() {
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        let mut inv = Inventory::new();
+        // Reported before the link (a dump race): kept for it.
+        inv.set_address(3, net("2001:db8::1/64"), true);
+        inv.upsert(link("sv-a", 3, None));
+        inv.set_address(3, net("192.0.2.10/24"), true);
+        inv.set_address(3, net("192.0.2.10/24"), true);
+        let addrs = |inv: &Inventory| {
+            inv.get(3)
+                .unwrap()
+                .interface
+                .addresses
+                .iter()
+                .map(IpNet::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(addrs(&inv), ["192.0.2.10/24", "2001:db8::1/64"], "sorted");
+        // A link message (MTU change) does not drop them.
+        inv.upsert(link("sv-a", 3, None));
+        assert_eq!(addrs(&inv).len(), 2);
+        inv.set_address(3, net("2001:db8::1/64"), false);
+        assert_eq!(addrs(&inv), ["192.0.2.10/24"]);
+        // A removed link takes its addresses; a new link on the index has none.
+        inv.remove(3);
+        inv.upsert(link("sv-b", 3, None));
+        assert!(addrs(&inv).is_empty());
+        let v = serde_json::to_value(&inv.get(3).unwrap().interface).unwrap();
+        assert!(v.get("addresses").is_none(), "omitted when empty: {v}");
+        inv.set_address(3, net("10.0.0.5/8"), true);
+        let v = serde_json::to_value(&inv.get(3).unwrap().interface).unwrap();
+        assert_eq!(v["addresses"], serde_json::json!(["10.0.0.5/8"]));
+        let back: Interface = serde_json::from_value(v).unwrap();
+        assert_eq!(back.addresses, vec![net("10.0.0.5/8")]);
     }
 
     #[test]

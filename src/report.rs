@@ -51,13 +51,26 @@ pub fn speed(mbps: u32) -> String {
     }
 }
 
-/// An aligned table. The NEIGHBOR column appears once any interface has an
-/// LLDP neighbor.
+/// The ADDRESS cell: the first address, and how many more there are.
+fn first_address(i: &Interface) -> String {
+    match i.addresses.as_slice() {
+        [] => "-".to_string(),
+        [one] => one.to_string(),
+        [first, rest @ ..] => format!("{first} (+{})", rest.len()),
+    }
+}
+
+/// An aligned table. The ADDRESS column appears once any interface has an
+/// address, the NEIGHBOR column once any has an LLDP neighbor.
 pub fn table(interfaces: &[Interface]) -> String {
+    let with_address = interfaces.iter().any(|i| !i.addresses.is_empty());
     let with_neighbor = interfaces.iter().any(|i| i.lldp.is_some());
     let mut header = vec![
         "NAME", "KIND", "STATE", "CARRIER", "MAC", "MTU", "SPEED", "DRIVER", "MASTER",
     ];
+    if with_address {
+        header.push("ADDRESS");
+    }
     if with_neighbor {
         header.push("NEIGHBOR");
     }
@@ -76,6 +89,9 @@ pub fn table(interfaces: &[Interface]) -> String {
                 i.driver.clone().unwrap_or_else(dash),
                 i.master.clone().unwrap_or_else(dash),
             ];
+            if with_address {
+                row.push(first_address(i));
+            }
             if with_neighbor {
                 row.push(i.lldp.as_ref().map(neighbor_label).unwrap_or_else(dash));
             }
@@ -135,6 +151,18 @@ ens4          physical  up       yes      52:54:00:aa:bb:01  1500  25G    ixgbe 
 sv-long-name  veth      unknown  no       -                  0     -      -       -
 ";
         assert_eq!(t, expected);
+
+        let mut addressed = ens4();
+        addressed.addresses = vec![
+            "192.0.2.10/24".parse().unwrap(),
+            "2001:db8::10/64".parse().unwrap(),
+        ];
+        let t = table(&[addressed]);
+        assert!(
+            t.lines().next().unwrap().ends_with("MASTER  ADDRESS"),
+            "{t}"
+        );
+        assert!(t.contains("192.0.2.10/24 (+1)"), "{t}");
     }
 
     #[test]

@@ -405,9 +405,121 @@ fn host_namespace_nics_backed_by_a_device_are_physical_with_their_driver() {
     }
 }
 
+/// `vendor:device` of a PCI function as sysfs shows it.
+fn sysfs_pci_id(address: &str) -> String {
+    let dir = std::path::Path::new("/sys/bus/pci/devices").join(address);
+    let read = |f: &str| {
+        let v = std::fs::read_to_string(dir.join(f)).unwrap();
+        v.trim().trim_start_matches("0x").to_string()
+    };
+    format!("{}:{}", read("vendor"), read("device"))
+}
+
+/// The host's own NICs (read only): each one on a PCI function reports that
+/// function's address and vendor:device ID (a virtio NIC its PCI parent's),
+/// and every address `ip` shows, link-local IPv6 left out.
+#[test]
+fn host_nics_report_their_pci_id_and_addresses() {
+    support::require_root();
+    let out = std::process::Command::new(surveyor())
+        .args(["discover", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pci: Vec<&serde_json::Value> = doc["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["pciAddress"].is_string())
+        .collect();
+    assert!(
+        !pci.is_empty(),
+        "this test needs a PCI-backed NIC in the host namespace (a VM's virtio NIC will do): {doc:#}"
+    );
+    for i in pci {
+        let address = i["pciAddress"].as_str().unwrap();
+        assert_eq!(i["pciId"], sysfs_pci_id(address), "{i}");
+        let name = i["name"].as_str().unwrap();
+        let shown: serde_json::Value = serde_json::from_slice(
+            &support::run("ip", &["-j", "addr", "show", "dev", name]).stdout,
+        )
+        .unwrap();
+        let mut expected: Vec<String> = shown[0]["addr_info"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| !a["local"].as_str().unwrap().starts_with("fe80"))
+            .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
+            .collect();
+        expected.sort_by_key(|a| a.contains(':'));
+        let got: Vec<String> = i["addresses"]
+            .as_array()
+            .map(|a| a.iter().map(|s| s.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default();
+        assert_eq!(got, expected, "{name}");
+    }
+}
+
+#[test]
+fn addresses_come_from_the_dump_and_from_address_events() {
+    let node = Netns::new("addr");
+    let peer = Netns::new("addr-p");
+    cable(&node, "sv-a", &peer, "p0");
+    cable(&node, "zz-x", &peer, "p1");
+    node.ip(&["addr", "add", "192.0.2.10/24", "dev", "sv-a"]);
+    node.ip(&["addr", "add", "2001:db8::10/64", "dev", "sv-a", "nodad"]);
+    let doc = discover_json(&node, &["--include", "sv-*"]);
+    assert_eq!(
+        doc["interfaces"][0]["addresses"],
+        serde_json::json!(["192.0.2.10/24", "2001:db8::10/64"]),
+        "sorted, IPv4 first, the link-local IPv6 left out: {doc:#}"
+    );
+    let ns = node.name.clone();
+    node.block_on(move || async move {
+        let ip = move |args: &[&str]| {
+            support::ip_in(&ns, args);
+        };
+        let mut d = Discovery::watch(include(&["sv-*"])).await.unwrap();
+        ip(&["addr", "add", "198.51.100.7/25", "dev", "sv-a"]);
+        let c = expect_change(&mut d, "address added", |c| {
+            c.interface().addresses.len() == 3
+        })
+        .await;
+        let Change::Updated { before, after } = c else {
+            panic!("{c:?}");
+        };
+        assert_eq!(before.addresses.len(), 2);
+        assert!(
+            after
+                .addresses
+                .iter()
+                .any(|a| a.to_string() == "198.51.100.7/25")
+        );
+        assert!(format!("{}", Change::Updated { before, after }).contains("addresses"));
+        ip(&["addr", "del", "192.0.2.10/24", "dev", "sv-a"]);
+        expect_change(&mut d, "address removed", |c| {
+            !c.interface()
+                .addresses
+                .iter()
+                .any(|a| a.to_string() == "192.0.2.10/24")
+        })
+        .await;
+        // An address on a link outside the survey changes nothing.
+        ip(&["addr", "add", "203.0.113.1/24", "dev", "zz-x"]);
+        ip(&["addr", "del", "203.0.113.1/24", "dev", "zz-x"]);
+        let quiet = tokio::time::timeout(Duration::from_millis(300), d.changes()).await;
+        assert!(
+            quiet.is_err(),
+            "unsurveyed address changes surfaced: {quiet:?}"
+        );
+        assert_eq!(d.interfaces()[0].addresses.len(), 2);
+    });
+}
+
 #[test]
 fn one_shot_lookup_by_index_and_name() {
-    use surveyor::discovery::netlink::{LinkKey, lookup};
+    use surveyor::discovery::lookup::{LinkKey, lookup};
     let node = Netns::new("lookup");
     node.ip(&[
         "link",

@@ -20,7 +20,7 @@ use std::process::ExitCode;
 
 use serde_json::{Map, Value};
 
-use crate::discovery::netlink::{LinkKey, lookup};
+use crate::discovery::lookup::{LinkKey, lookup};
 use crate::snapshot::{Snapshot, SnapshotError, SnapshotNetwork, read_networks};
 
 use self::cache::{Cache, Entry};

@@ -1,14 +1,17 @@
-//! Interface discovery: a netlink dump, then link events keeping the
-//! inventory current, enriched from sysfs (driver, PCI address, whether a
-//! link is physical) and ethtool (speed, duplex).
+//! Interface discovery: a netlink dump of links and addresses, then link
+//! and address events keeping the inventory current, enriched from sysfs
+//! (driver, PCI address and ID, whether a link is physical) and ethtool
+//! (speed, duplex).
 //!
 //! [`Discovery`] owns the inventory; callers read it by reference and pull
 //! changes with [`Discovery::changes`], which is cancel-safe so it can sit
 //! in a `select!` beside other event sources.
 
 pub mod ethtool;
+pub mod lookup;
 pub mod netlink;
 pub mod sysfs;
+pub mod wire;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
@@ -16,8 +19,9 @@ use crate::inventory::{Change, Interface, Inventory, Link, LinkKind};
 use crate::survey::SurveyFilter;
 
 use self::ethtool::Ethtool;
-use self::netlink::{EventSocket, LinkEvent, NetlinkError};
+use self::netlink::{EventSocket, NetlinkError};
 use self::sysfs::Sysfs;
+use self::wire::Event;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
@@ -46,7 +50,7 @@ pub struct Discovery {
     inventory: Inventory,
     /// Events taken off the socket but not yet applied. An event leaves the
     /// queue only once applied, so a cancelled `changes()` loses nothing.
-    pending: VecDeque<LinkEvent>,
+    pending: VecDeque<Event>,
     /// Changes applied but not yet handed out, for the same reason.
     unreported: Vec<Change>,
     stats: Stats,
@@ -145,7 +149,7 @@ impl Discovery {
     async fn apply_pending(&mut self) -> Result<(), DiscoveryError> {
         while let Some(event) = self.pending.front() {
             match event {
-                LinkEvent::New(link) => {
+                Event::New(link) => {
                     let mut link = (**link).clone();
                     // Awaits happen before any mutation: a cancellation
                     // here leaves the event queued and the inventory as is.
@@ -153,12 +157,20 @@ impl Discovery {
                     self.apply(link);
                     self.stats.events += 1;
                 }
-                LinkEvent::Removed(index) => {
+                Event::Removed(index) => {
                     let index = *index;
                     self.remove(index);
                     self.stats.events += 1;
                 }
-                LinkEvent::Overrun => {
+                &Event::Address {
+                    index,
+                    net,
+                    present,
+                } => {
+                    self.mutate(index, |inv| inv.set_address(index, net, present));
+                    self.stats.events += 1;
+                }
+                Event::Overrun => {
                     self.stats.overruns += 1;
                     tracing::warn!("netlink overrun: link events were lost, re-reading every link");
                     self.resync().await?;
@@ -169,18 +181,18 @@ impl Discovery {
         Ok(())
     }
 
-    /// Re-reads every link and records what differs from the inventory.
+    /// Re-reads every link and address and records what differs from the
+    /// inventory.
     pub async fn resync(&mut self) -> Result<(), DiscoveryError> {
-        let mut fresh = Inventory::new();
-        netlink::dump(|mut link| {
-            self.classify(&mut link);
-            fresh.upsert(link);
-        })
-        .await?;
+        let mut dumped = netlink::dump().await?;
+        for link in &mut dumped.links {
+            self.classify(link);
+        }
         // Ask ethtool about every surveyed link at once: one round trip of
         // latency for the whole dump rather than one per link.
-        let surveyed: Vec<(u32, String)> = fresh
-            .links()
+        let surveyed: Vec<(u32, String)> = dumped
+            .links
+            .iter()
             .filter(|l| self.filter.surveys(&l.interface))
             .map(|l| (l.interface.index, l.interface.name.clone()))
             .collect();
@@ -192,13 +204,15 @@ impl Discovery {
         .await;
         let speeds: HashMap<u32, ethtool::LinkSpeed> = speeds.into_iter().collect();
         let mut enriched = Inventory::new();
-        for link in fresh.links() {
-            let mut link = link.clone();
+        for mut link in dumped.links {
             if let Some(speed) = speeds.get(&link.interface.index) {
                 link.interface.speed_mbps = speed.speed_mbps;
                 link.interface.duplex = speed.duplex;
             }
             enriched.upsert(link);
+        }
+        for (index, net) in dumped.addresses {
+            enriched.set_address(index, net, true);
         }
         let indices: BTreeSet<u32> = self
             .inventory
@@ -253,6 +267,7 @@ impl Discovery {
             iface.kind = LinkKind::Physical;
             iface.driver = device.driver;
             iface.pci_address = device.pci_address;
+            iface.pci_id = device.pci_id;
         }
     }
 

@@ -1,5 +1,5 @@
 //! What sysfs knows that netlink does not: whether a link is backed by a
-//! device, its driver, and its PCI address.
+//! device, its driver, its PCI address and its PCI vendor:device ID.
 //!
 //! sysfs shows the network namespace it was mounted in, which need not be
 //! ours (a thread that entered another namespace still sees the old mount),
@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 pub struct DeviceFacts {
     pub driver: Option<String>,
     pub pci_address: Option<String>,
+    /// `vendor:device`, lower-case hex (`8086:1593`).
+    pub pci_id: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -54,9 +56,11 @@ impl Sysfs {
         }
         let device = link_dir.join("device");
         let device_dir = fs::canonicalize(&device).ok()?;
+        let function = pci_function(&device, &device_dir);
         Some(DeviceFacts {
             driver: link_name(&device.join("driver")),
-            pci_address: pci_address(&device, &device_dir),
+            pci_address: function.and_then(|f| f.file_name()?.to_str().map(str::to_string)),
+            pci_id: function.and_then(pci_id),
         })
     }
 }
@@ -67,18 +71,29 @@ fn link_name(path: &Path) -> Option<String> {
     Some(target.file_name()?.to_str()?.to_string())
 }
 
-/// The PCI address of a device: its own directory name on the PCI bus, or
-/// its parent's for a virtio device (virtio-net sits on a PCI function).
-/// Other buses (USB, platform) have no PCI address of their own, and the
-/// nearest PCI ancestor would name the controller, so none is reported.
-fn pci_address(device: &Path, canonical: &Path) -> Option<String> {
+/// The PCI function of a device: itself on the PCI bus, or its parent for
+/// a virtio device (virtio-net sits on a PCI function). Other buses (USB,
+/// platform) have no PCI function of their own, and the nearest PCI
+/// ancestor would be the controller, so none is reported.
+fn pci_function<'a>(device: &Path, canonical: &'a Path) -> Option<&'a Path> {
     let candidate = match link_name(&device.join("subsystem")).as_deref() {
         Some("pci") => canonical,
         Some("virtio") => canonical.parent()?,
         _ => return None,
     };
     let name = candidate.file_name()?.to_str()?;
-    is_pci_address(name).then(|| name.to_string())
+    is_pci_address(name).then_some(candidate)
+}
+
+/// `vendor:device` from a PCI function's `vendor` and `device` files
+/// (`0x8086` each).
+fn pci_id(function: &Path) -> Option<String> {
+    let read = |file: &str| -> Option<String> {
+        let text = fs::read_to_string(function.join(file)).ok()?;
+        let hex = text.trim().strip_prefix("0x")?.to_ascii_lowercase();
+        (hex.len() == 4 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
+    };
+    Some(format!("{}:{}", read("vendor")?, read("device")?))
 }
 
 /// `DDDD:BB:DD.F` in hex, as PCI functions are named in sysfs.
@@ -119,6 +134,10 @@ mod tests {
         mk("class/net");
         let dev = |net: &str, devpath: &str, bus: &str, driver: &str, index: u32| {
             let d = r.join(devpath);
+            // Each device has IDs; on virtio they are the virtio ones
+            // (1af4:0001), not the PCI function's.
+            fs::write(d.join("vendor"), "0x1af4\n").unwrap();
+            fs::write(d.join("device"), "0x0001\n").unwrap();
             symlink(
                 r.join(format!("bus/{bus}/drivers/{driver}")),
                 d.join("driver"),
@@ -130,7 +149,12 @@ mod tests {
             fs::write(n.join("ifindex"), format!("{index}\n")).unwrap();
             symlink(&n, r.join("class/net").join(net)).unwrap();
         };
+        fs::write(r.join("devices/pci0000:00/0000:00:03.0/vendor"), "0x1AF4\n").unwrap();
+        fs::write(r.join("devices/pci0000:00/0000:00:03.0/device"), "0x1041\n").unwrap();
         dev("ens4", "devices/pci0000:00/0000:3b:00.1", "pci", "ixgbe", 4);
+        let ens4 = r.join("devices/pci0000:00/0000:3b:00.1");
+        fs::write(ens4.join("vendor"), "0x8086\n").unwrap();
+        fs::write(ens4.join("device"), "0x1593\n").unwrap();
         dev(
             "eth0",
             "devices/pci0000:00/0000:00:03.0/virtio2",
@@ -155,17 +179,19 @@ mod tests {
     fn pci_virtio_usb_and_virtual_links() {
         let dir = tree();
         let sysfs = Sysfs::new(dir.path());
-        let facts = |driver: &str, pci: Option<&str>| DeviceFacts {
+        let facts = |driver: &str, pci: Option<(&str, &str)>| DeviceFacts {
             driver: Some(driver.into()),
-            pci_address: pci.map(Into::into),
+            pci_address: pci.map(|p| p.0.into()),
+            pci_id: pci.map(|p| p.1.into()),
         };
         assert_eq!(
             sysfs.device("ens4", 4),
-            Some(facts("ixgbe", Some("0000:3b:00.1")))
+            Some(facts("ixgbe", Some(("0000:3b:00.1", "8086:1593"))))
         );
         assert_eq!(
             sysfs.device("eth0", 2),
-            Some(facts("virtio_net", Some("0000:00:03.0")))
+            Some(facts("virtio_net", Some(("0000:00:03.0", "1af4:1041")))),
+            "a virtio NIC has its PCI function's address and IDs"
         );
         assert_eq!(sysfs.device("usb0", 7), Some(facts("cdc_ether", None)));
         assert_eq!(sysfs.device("veth0", 9), None, "no device, not physical");
@@ -188,6 +214,21 @@ mod tests {
         let got = Sysfs::new(dir.path()).device("ens4", 4).unwrap();
         assert_eq!(got.driver, None);
         assert_eq!(got.pci_address.as_deref(), Some("0000:3b:00.1"));
+    }
+
+    #[test]
+    fn unreadable_or_odd_pci_ids_are_omitted() {
+        let dir = tree();
+        let ens4 = dir.path().join("devices/pci0000:00/0000:3b:00.1");
+        fs::write(ens4.join("device"), "garbage\n").unwrap();
+        let got = Sysfs::new(dir.path()).device("ens4", 4).unwrap();
+        assert_eq!(got.pci_id, None);
+        assert_eq!(got.pci_address.as_deref(), Some("0000:3b:00.1"));
+        fs::remove_file(ens4.join("vendor")).unwrap();
+        assert_eq!(
+            Sysfs::new(dir.path()).device("ens4", 4).unwrap().pci_id,
+            None
+        );
     }
 
     #[test]
