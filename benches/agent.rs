@@ -4,7 +4,10 @@
 //!    a resolved device that has a second candidate, against the netlink
 //!    round trip that causes the event, measured in the same run.
 //! 2. Writes caused by 1000 flaps of a virtual link outside the survey.
-//! 3. RSS and idle CPU of an agent surveying 1000 up links (LLDP listening
+//! 3. Address event -> networks.json rewritten: an address in a map's CIDR
+//!    added to and removed from a surveyed link, against the netlink round
+//!    trip that causes it.
+//! 4. RSS and idle CPU of an agent surveying 1000 up links (LLDP listening
 //!    on each).
 
 #[path = "../tests/support/mod.rs"]
@@ -20,12 +23,14 @@ use rtnetlink::LinkUnspec;
 use support::{AgentProcess, Netns, cable, ms, percentile, veth_pairs};
 
 const TOGGLES: usize = 200;
+const ADDRESS_TOGGLES: usize = 200;
 const FLAPS: usize = 1000;
 const LINKS: usize = 1000;
 
 fn main() {
     support::require_root();
     events_and_quiet();
+    address_events();
     footprint();
 }
 
@@ -159,6 +164,95 @@ fn events_and_quiet() {
         quiet_writes.len()
     );
     assert!(agent.device("green").is_some());
+}
+
+fn address_events() {
+    let node = Netns::new("bench-agent-addr");
+    let peer = Netns::new("bench-agent-addr-p");
+    cable(&node, "sv-a", &peer, "p-a");
+    let map = "apiVersion: surveyor.dev/v1alpha1\nkind: NetworkMap\nmetadata: {name: storage}\nspec: {match: {cidrs: ['192.0.2.0/24']}}\n";
+    let agent = AgentProcess::start(
+        &node,
+        &[("storage.yaml", map)],
+        &["--include", "sv-*", "--no-lldp"],
+    );
+    agent.wait_for(10, "first snapshot", |s| {
+        s["networks"]["storage"].is_object()
+    });
+    let (_watcher, renames) = watch_state(&agent.state);
+    let state = agent.state.clone();
+    let (latencies, acks) = node.block_on(move || async move {
+        let (conn, handle, _) = rtnetlink::new_connection().unwrap();
+        tokio::spawn(conn);
+        let index = handle
+            .link()
+            .get()
+            .match_name("sv-a")
+            .execute()
+            .try_next()
+            .await
+            .unwrap()
+            .unwrap()
+            .header
+            .index;
+        let ip = std::net::IpAddr::from([192, 0, 2, 10]);
+        let mut latencies = Vec::new();
+        let mut acks = Vec::new();
+        for n in 0..ADDRESS_TOGGLES {
+            while renames.try_recv().is_ok() {}
+            let t = Instant::now();
+            if n % 2 == 0 {
+                handle.address().add(index, ip, 24).execute().await.unwrap();
+            } else {
+                let mut found = handle
+                    .address()
+                    .get()
+                    .set_link_index_filter(index)
+                    .execute();
+                while let Some(msg) = found.try_next().await.unwrap() {
+                    if msg.header.family == rtnetlink::packet_route::AddressFamily::Inet {
+                        handle.address().del(msg).execute().await.unwrap();
+                    }
+                }
+            }
+            acks.push(t.elapsed());
+            // A rename is counted only once the file says what this change
+            // should make it say: the watcher thread may deliver an earlier
+            // rename late.
+            let want = if n % 2 == 0 { Some("sv-a") } else { None };
+            loop {
+                let (name, at) = renames
+                    .recv_timeout(Duration::from_secs(2))
+                    .unwrap_or_else(|e| panic!("change {n}: networks.json not rewritten: {e}"));
+                let device = || -> Option<String> {
+                    let snap: serde_json::Value =
+                        serde_json::from_slice(&std::fs::read(state.join("networks.json")).ok()?)
+                            .ok()?;
+                    snap["networks"]["storage"]["device"]
+                        .as_str()
+                        .map(str::to_string)
+                };
+                if name == "networks.json" && device().as_deref() == want {
+                    latencies.push(at - t);
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (latencies, acks)
+    });
+    println!("\naddress added/removed -> networks.json rewritten, {ADDRESS_TOGGLES} changes:");
+    println!(
+        "  netlink add (or look up + delete) + ack (baseline) p50 {}  p99 {}",
+        ms(percentile(&acks, 50.0)),
+        ms(percentile(&acks, 99.0))
+    );
+    println!(
+        "  change -> networks.json renamed                    p50 {}  p99 {}  max {}",
+        ms(percentile(&latencies, 50.0)),
+        ms(percentile(&latencies, 99.0)),
+        ms(percentile(&latencies, 100.0))
+    );
 }
 
 fn footprint() {

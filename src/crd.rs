@@ -68,6 +68,13 @@ pub struct MatchRule {
     /// Exact PCI addresses (0000:3b:00.1).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pci_addresses: Vec<String>,
+    /// Globs over the PCI `vendor:device` ID, any case (8086:1593, 15b3:*).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pci_ids: Vec<String>,
+    /// Networks (192.0.2.0/24, 2001:db8::/64): an address of the interface
+    /// must lie in one of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cidrs: Vec<String>,
     /// Least link speed; interfaces of unknown speed do not match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_speed_mbps: Option<u32>,
@@ -167,6 +174,10 @@ pub struct NetworkStatus {
 /// obvious mistakes at `kubectl apply` time.
 const MAC_PATTERN: &str = r"^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$";
 const PCI_PATTERN: &str = r"^[0-9A-Fa-f]{4}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-9A-Fa-f]$";
+/// `vendor:device` of hex digits and glob characters.
+const PCI_ID_PATTERN: &str = r"^[0-9A-Fa-f*?\[\]{},!-]+:[0-9A-Fa-f*?\[\]{},!-]+$";
+/// An IPv4 or IPv6 address (loosely: the agent parses it) and a prefix.
+const CIDR_PATTERN: &str = r"^[0-9A-Fa-f.:]+/[0-9]{1,3}$";
 /// Brackets and braces balanced and not nested: what globset accepts.
 const GLOB_PATTERN: &str = r"^([^\[\]{}]|\[[^\[\]]+\]|\{[^{}\[\]]*\})*$";
 
@@ -185,6 +196,8 @@ pub fn crds() -> Vec<serde_json::Value> {
     for (field, pattern) in [
         ("macs", MAC_PATTERN),
         ("pciAddresses", PCI_PATTERN),
+        ("pciIds", PCI_ID_PATTERN),
+        ("cidrs", CIDR_PATTERN),
         ("names", GLOB_PATTERN),
         ("aliases", GLOB_PATTERN),
         ("altNames", GLOB_PATTERN),
@@ -288,5 +301,10 @@ mod tests {
         assert!(!re(GLOB_PATTERN, "ens[") && !re(GLOB_PATTERN, "a{b"));
         assert!(re(MAC_PATTERN, "52:54:00:AA:bb:01") && !re(MAC_PATTERN, "52:54:00"));
         assert!(re(PCI_PATTERN, "0000:3b:00.1") && !re(PCI_PATTERN, "3b:00.1"));
+        assert!(re(PCI_ID_PATTERN, "8086:1593") && re(PCI_ID_PATTERN, "15b3:*"));
+        assert!(re(PCI_ID_PATTERN, "8086:{1592,1593}") && !re(PCI_ID_PATTERN, "8086"));
+        assert!(!re(PCI_ID_PATTERN, "intel:x710"));
+        assert!(re(CIDR_PATTERN, "192.0.2.0/24") && re(CIDR_PATTERN, "2001:db8::/64"));
+        assert!(!re(CIDR_PATTERN, "192.0.2.0") && !re(CIDR_PATTERN, "lan/24"));
     }
 }

@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
+use std::fmt;
+
+use globset::{Glob, GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
+use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::crd::{LldpMatch, MatchRule, NetworkMap, NodeInterface};
@@ -34,6 +37,12 @@ pub enum MapError {
     BadMac(String),
     #[error("spec.match.pciAddresses: {0:?} is not a PCI address (0000:3b:00.1)")]
     BadPciAddress(String),
+    #[error("spec.match.pciIds: {0:?} is not a PCI vendor:device ID glob (8086:1593, 15b3:*)")]
+    BadPciId(String),
+    #[error(
+        "spec.match.cidrs: {value:?} is not a CIDR ({reason}; e.g. 192.0.2.0/24, 2001:db8::/64)"
+    )]
+    BadCidr { value: String, reason: String },
     #[error("spec.nodeSelector: {0}")]
     BadSelector(String),
     #[error("spec.interfaces[{0}]: node and interface must both be set")]
@@ -120,8 +129,38 @@ struct Rule {
     macs: Vec<String>,
     drivers: Vec<String>,
     pci_addresses: Vec<String>,
+    pci_ids: Option<GlobSet>,
+    cidrs: Vec<IpNet>,
     min_speed_mbps: Option<u32>,
     lldp: Option<LldpRule>,
+}
+
+/// The first `spec.match` condition an interface fails: the field as the
+/// spec names it (`names`, `lldp.systemName`, ...) and, where it helps,
+/// what the interface has instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mismatch {
+    pub field: &'static str,
+    pub detail: Option<String>,
+}
+
+impl Mismatch {
+    fn field(field: &'static str) -> Self {
+        Mismatch {
+            field,
+            detail: None,
+        }
+    }
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.field)?;
+        match &self.detail {
+            Some(detail) => write!(f, ": {detail}"),
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -176,9 +215,9 @@ impl CompiledMap {
             .is_some_and(|r| r.first_failure(iface).is_none())
     }
 
-    /// The first `spec.match` condition `iface` fails, named as in the
-    /// spec (`names`, `lldp.systemName`, ...), for unresolved reasons.
-    pub fn mismatch(&self, iface: &Interface) -> Option<&'static str> {
+    /// The first `spec.match` condition `iface` fails, for unresolved
+    /// reasons.
+    pub fn mismatch(&self, iface: &Interface) -> Option<Mismatch> {
         self.rule.as_ref().and_then(|r| r.first_failure(iface))
     }
 }
@@ -292,9 +331,55 @@ fn rule(m: &MatchRule) -> Result<Rule, MapError> {
         macs,
         drivers: m.drivers.clone(),
         pci_addresses,
+        pci_ids: pci_ids(&m.pci_ids)?,
+        cidrs: m.cidrs.iter().map(|c| cidr(c)).collect::<Result<_, _>>()?,
         min_speed_mbps: m.min_speed_mbps,
         lldp: m.lldp.as_ref().map(lldp_rule).transpose()?,
     })
+}
+
+/// `vendor:device` globs, case-insensitive (sysfs IDs are hex).
+fn pci_ids(patterns: &[String]) -> Result<Option<GlobSet>, MapError> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let glob_char = |c: char| c.is_ascii_hexdigit() || "*?[]{},-!".contains(c);
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        let shaped = p.split_once(':').is_some_and(|(v, d)| {
+            !v.is_empty() && !d.is_empty() && v.chars().chain(d.chars()).all(glob_char)
+        });
+        let glob = GlobBuilder::new(p)
+            .case_insensitive(true)
+            .build()
+            .ok()
+            .filter(|_| shaped)
+            .ok_or_else(|| MapError::BadPciId(p.clone()))?;
+        b.add(glob);
+    }
+    b.build()
+        .map(Some)
+        .map_err(|_| MapError::BadPciId(patterns.join(",")))
+}
+
+/// A network in CIDR notation. Host bits must be zero: `192.0.2.5/24` is
+/// more likely a typo for an address than a network.
+fn cidr(value: &str) -> Result<IpNet, MapError> {
+    let bad = |reason: String| MapError::BadCidr {
+        value: value.to_string(),
+        reason,
+    };
+    let net: IpNet = value
+        .trim()
+        .parse()
+        .map_err(|_| bad("expected ADDRESS/PREFIX".into()))?;
+    if net.trunc() != net {
+        return Err(bad(format!(
+            "host bits are set; the network is {}",
+            net.trunc()
+        )));
+    }
+    Ok(net)
 }
 
 fn lldp_rule(l: &LldpMatch) -> Result<LldpRule, MapError> {
@@ -308,29 +393,30 @@ fn lldp_rule(l: &LldpMatch) -> Result<LldpRule, MapError> {
 }
 
 impl Rule {
-    fn first_failure(&self, i: &Interface) -> Option<&'static str> {
+    fn first_failure(&self, i: &Interface) -> Option<Mismatch> {
         let any = |set: &Option<GlobSet>, mut values: Box<dyn Iterator<Item = &str> + '_>| {
             set.as_ref().is_none_or(|s| values.any(|v| s.is_match(v)))
         };
+        let fail = |field| Some(Mismatch::field(field));
         if !any(&self.names, Box::new(std::iter::once(i.name.as_str()))) {
-            return Some("names");
+            return fail("names");
         }
         if !any(&self.aliases, Box::new(i.alias.as_deref().into_iter())) {
-            return Some("aliases");
+            return fail("aliases");
         }
         if !any(
             &self.alt_names,
             Box::new(i.alt_names.iter().map(String::as_str)),
         ) {
-            return Some("altNames");
+            return fail("altNames");
         }
         let mac_hit = |m: &String| i.mac.as_ref() == Some(m) || i.permanent_mac.as_ref() == Some(m);
         if !self.macs.is_empty() && !self.macs.iter().any(mac_hit) {
-            return Some("macs");
+            return fail("macs");
         }
         if !self.drivers.is_empty() && !i.driver.as_ref().is_some_and(|d| self.drivers.contains(d))
         {
-            return Some("drivers");
+            return fail("drivers");
         }
         if !self.pci_addresses.is_empty()
             && !i
@@ -338,19 +424,55 @@ impl Rule {
                 .as_ref()
                 .is_some_and(|p| self.pci_addresses.contains(p))
         {
-            return Some("pciAddresses");
+            return fail("pciAddresses");
+        }
+        if let Some(ids) = &self.pci_ids {
+            if !i.pci_id.as_ref().is_some_and(|id| ids.is_match(id)) {
+                let has = i.pci_id.as_deref().unwrap_or("no PCI ID");
+                return Some(Mismatch {
+                    field: "pciIds",
+                    detail: Some(has.to_string()),
+                });
+            }
+        }
+        if !self.cidrs.is_empty()
+            && !i
+                .addresses
+                .iter()
+                .any(|a| self.cidrs.iter().any(|c| c.contains(&a.addr())))
+        {
+            return Some(Mismatch {
+                field: "cidrs",
+                detail: Some(cidr_detail(&i.addresses, &self.cidrs)),
+            });
         }
         if let Some(min) = self.min_speed_mbps {
             if i.speed_mbps.is_none_or(|s| s < min) {
-                return Some("minSpeedMbps");
+                return fail("minSpeedMbps");
             }
         }
         match (&self.lldp, &i.lldp) {
             (None, _) => None,
-            (Some(_), None) => Some("lldp (no neighbor)"),
-            (Some(rule), Some(n)) => rule.first_failure(n),
+            (Some(_), None) => fail("lldp (no neighbor)"),
+            (Some(rule), Some(n)) => rule.first_failure(n).map(Mismatch::field),
         }
     }
+}
+
+/// `10.0.0.5/24 not in 192.0.2.0/24`, or `no address`.
+fn cidr_detail(addresses: &[IpNet], cidrs: &[IpNet]) -> String {
+    const SHOWN: usize = 3;
+    let list = |nets: &[IpNet]| {
+        let mut parts: Vec<String> = nets.iter().take(SHOWN).map(IpNet::to_string).collect();
+        if nets.len() > SHOWN {
+            parts.push(format!("{} more", nets.len() - SHOWN));
+        }
+        parts.join(", ")
+    };
+    if addresses.is_empty() {
+        return "no address".to_string();
+    }
+    format!("{} not in {}", list(addresses), list(cidrs))
 }
 
 impl LldpRule {
@@ -394,6 +516,11 @@ mod tests {
 
     fn iface(name: &str) -> Interface {
         let mut i = Interface::new(name, 1, LinkKind::Physical);
+        i.pci_id = Some("8086:1593".into());
+        i.addresses = vec![
+            "192.0.2.130/25".parse().unwrap(),
+            "2001:db8::10/64".parse().unwrap(),
+        ];
         i.mac = Some("52:54:00:aa:bb:01".into());
         i.driver = Some("ixgbe".into());
         i.pci_address = Some("0000:3b:00.1".into());
@@ -439,6 +566,15 @@ mod tests {
             ("drivers: [i40e, ixgbe]", true, None),
             ("drivers: [mlx5_core]", false, Some("drivers")),
             ("pciAddresses: ['0000:3B:00.1']", true, None),
+            ("pciIds: ['8086:1593']", true, None),
+            ("pciIds: ['8086:15*', '15b3:*']", true, None),
+            ("pciIds: ['8086:{1592,1593}']", true, None),
+            ("pciIds: ['8086:1592']", false, Some("pciIds")),
+            ("pciIds: ['15B3:*']", false, Some("pciIds")),
+            ("cidrs: ['192.0.2.0/24']", true, None),
+            ("cidrs: ['10.0.0.0/8', '2001:db8::/32']", true, None),
+            ("cidrs: ['198.51.100.0/24']", false, Some("cidrs")),
+            ("cidrs: ['192.0.2.0/28']", false, Some("cidrs")),
             ("minSpeedMbps: 25000", true, None),
             ("minSpeedMbps: 40000", false, Some("minSpeedMbps")),
             ("lldp: {systemName: 'tor-green-*'}", true, None),
@@ -480,7 +616,7 @@ mod tests {
             let m = compiled(&yaml);
             let mut i = iface("eth1");
             assert_eq!(m.matches(&i), *want, "{rule}");
-            assert_eq!(m.mismatch(&i), *failure, "{rule}");
+            assert_eq!(m.mismatch(&i).map(|f| f.field), *failure, "{rule}");
             // A permanent MAC matches too (bond members change their MAC).
             i.mac = Some("aa:aa:aa:aa:aa:aa".into());
             i.permanent_mac = Some("52:54:00:aa:bb:01".into());
@@ -497,12 +633,53 @@ mod tests {
         ));
         let mut i = iface("eth1");
         i.lldp = None;
-        assert_eq!(m.mismatch(&i), Some("lldp (no neighbor)"));
+        assert_eq!(
+            m.mismatch(&i).map(|f| f.to_string()).as_deref(),
+            Some("lldp (no neighbor)")
+        );
         let m = compiled(&format!("{HEAD}spec:\n  match: {{minSpeedMbps: 1}}\n"));
         i.speed_mbps = None;
         assert!(!m.matches(&i));
         let no_rule = compiled(&format!("{HEAD}spec: {{}}\n"));
         assert!(!no_rule.matches(&iface("eth1")));
+    }
+
+    #[test]
+    fn pci_id_and_cidr_reasons_say_what_the_interface_has() {
+        let reason = |rule: &str, i: &Interface| {
+            compiled(&format!("{HEAD}spec:\n  match: {{{rule}}}\n"))
+                .mismatch(i)
+                .map(|m| m.to_string())
+        };
+        let mut i = iface("ens4");
+        assert_eq!(
+            reason("cidrs: ['198.51.100.0/24']", &i).as_deref(),
+            Some("cidrs: 192.0.2.130/25, 2001:db8::10/64 not in 198.51.100.0/24")
+        );
+        assert_eq!(
+            reason("pciIds: ['15b3:*']", &i).as_deref(),
+            Some("pciIds: 8086:1593")
+        );
+        i.addresses.clear();
+        i.pci_id = None;
+        assert_eq!(
+            reason("cidrs: ['192.0.2.0/24']", &i).as_deref(),
+            Some("cidrs: no address")
+        );
+        assert_eq!(
+            reason("pciIds: ['*:*']", &i).as_deref(),
+            Some("pciIds: no PCI ID")
+        );
+        // The address's own prefix does not matter, only where it lies.
+        i.addresses = vec!["10.1.2.3/8".parse().unwrap()];
+        assert_eq!(reason("cidrs: ['10.1.2.0/24']", &i), None);
+        i.addresses = (1..=5)
+            .map(|n| format!("10.9.0.{n}/24").parse().unwrap())
+            .collect();
+        assert_eq!(
+            reason("cidrs: ['10.1.2.0/24']", &i).as_deref(),
+            Some("cidrs: 10.9.0.1/24, 10.9.0.2/24, 10.9.0.3/24, 2 more not in 10.1.2.0/24")
+        );
     }
 
     #[test]
@@ -551,6 +728,29 @@ mod tests {
         );
         assert!(err("{match: {macs: ['52:54:00']}}").contains("not a MAC"));
         assert!(err("{match: {pciAddresses: ['3b:00.1']}}").contains("not a PCI address"));
+        for bad in ["'8086'", "'intel:x710'", "':1593'", "'8086:15[9'"] {
+            let e = err(&format!("{{match: {{pciIds: [{bad}]}}}}"));
+            assert!(e.contains("spec.match.pciIds"), "{bad}: {e}");
+        }
+        let e = err("{match: {cidrs: ['192.0.2.5/24']}}");
+        assert!(
+            e.contains("spec.match.cidrs")
+                && e.contains("192.0.2.5/24")
+                && e.contains("192.0.2.0/24"),
+            "{e}"
+        );
+        for bad in [
+            "'192.0.2.0'",
+            "'192.0.2.0/33'",
+            "'lan/24'",
+            "'2001:db8::/129'",
+        ] {
+            let e = err(&format!("{{match: {{cidrs: [{bad}]}}}}"));
+            assert!(
+                e.contains("spec.match.cidrs") && e.contains("not a CIDR"),
+                "{bad}: {e}"
+            );
+        }
         assert!(
             err("{nodeSelector: {matchExpressions: [{key: a, operator: Near}]}}")
                 .contains("unknown operator")

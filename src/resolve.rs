@@ -150,7 +150,9 @@ fn no_match_reason(interfaces: &[Interface], map: &CompiledMap, node: &str) -> S
     let mut out = format!("no surveyed interface on node {node} matches spec.match:");
     for (n, i) in sorted.iter().take(REASON_LIST_MAX).enumerate() {
         let sep = if n == 0 { " " } else { ", " };
-        let failed = map.mismatch(i).unwrap_or("?");
+        let failed = map
+            .mismatch(i)
+            .map_or_else(|| "?".into(), |m| m.to_string());
         let _ = write!(out, "{sep}{} fails {failed}", i.name);
     }
     if interfaces.len() > REASON_LIST_MAX {

@@ -393,3 +393,73 @@ fn health_readiness_and_metrics_are_served() {
         assert!(value > 0, "{counter} is {value}");
     }
 }
+
+#[test]
+fn a_network_follows_its_address_from_one_nic_to_another() {
+    let node = Netns::new("cidr");
+    let peer = Netns::new("cidr-p");
+    support::cable(&node, "sv-a", &peer, "p0");
+    support::cable(&node, "sv-b", &peer, "p1");
+    support::cable(&node, "zz-x", &peer, "p2");
+    node.ip(&["addr", "add", "192.0.2.10/24", "dev", "sv-a"]);
+    let map = "apiVersion: surveyor.dev/v1alpha1\nkind: NetworkMap\nmetadata: {name: storage}\nspec: {match: {cidrs: ['192.0.2.0/24']}}\n";
+    let agent = start(&node, &[("storage.yaml", map.to_string())], &["--no-lldp"]);
+    agent.wait_for(10, "storage on sv-a", |s| {
+        s["networks"]["storage"]["device"] == "sv-a"
+    });
+
+    // Move the address: the network follows within a second.
+    node.ip(&["addr", "del", "192.0.2.10/24", "dev", "sv-a"]);
+    node.ip(&["addr", "add", "192.0.2.10/24", "dev", "sv-b"]);
+    let moved = std::time::Instant::now();
+    let snap = agent.wait_for(2, "storage on sv-b", |s| {
+        s["networks"]["storage"]["device"] == "sv-b"
+    });
+    assert!(
+        moved.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        moved.elapsed()
+    );
+    assert_eq!(
+        snap["networks"]["storage"]["candidates"],
+        serde_json::json!(["sv-b"])
+    );
+    let survey: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(agent.state.join("survey.json")).unwrap()).unwrap();
+    let b = survey["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "sv-b")
+        .unwrap();
+    assert_eq!(b["addresses"], serde_json::json!(["192.0.2.10/24"]));
+
+    // No address in the CIDR: unresolved, and the reason says so.
+    node.ip(&["addr", "del", "192.0.2.10/24", "dev", "sv-b"]);
+    let snap = agent.wait_for(2, "storage unresolved", |s| {
+        s["networks"]["storage"]["device"].is_null()
+    });
+    let reason = snap["networks"]["storage"]["reason"].as_str().unwrap();
+    assert!(reason.contains("sv-a fails cidrs: no address"), "{reason}");
+
+    // Addresses on a link outside the survey write nothing.
+    let files = || {
+        ["networks.json", "survey.json"].map(|f| {
+            std::fs::metadata(agent.state.join(f))
+                .unwrap()
+                .modified()
+                .unwrap()
+        })
+    };
+    let before = files();
+    for n in 0..10 {
+        let verb = if n % 2 == 0 { "add" } else { "del" };
+        node.ip(&["addr", verb, "192.0.2.99/24", "dev", "zz-x"]);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        files(),
+        before,
+        "an unsurveyed link's addresses caused a write"
+    );
+}

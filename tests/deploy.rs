@@ -247,6 +247,36 @@ fn the_samples_are_valid_surveyor_objects_that_reference_each_other() {
 }
 
 #[test]
+fn every_sample_network_map_loads() {
+    let dir = root().join("deploy/samples");
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !name.starts_with("networkmap-") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for map in
+            surveyor::network_map::parse_documents(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+        {
+            surveyor::network_map::CompiledMap::compile(&map)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        seen.push(name);
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "networkmap-fast.yaml",
+            "networkmap-green.yaml",
+            "networkmap-storage.yaml"
+        ]
+    );
+}
+
+#[test]
 fn install_cni_copies_the_binary_atomically() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_surveyor"))
