@@ -314,8 +314,87 @@ fn a_co_located_lldp_agent_is_not_our_neighbor() {
         let heard = tokio::time::timeout(Duration::from_secs(3), lldp.changes())
             .await
             .is_ok();
-        (lldp.stats(), heard)
+        (lldp.stats().clone(), heard)
     });
     assert!(!heard, "our own lldpd became a neighbor");
     assert_eq!(lldp.frames, 0);
+}
+
+/// ladvd, a second LLDP implementation, as the switch: we hear what
+/// lldpd's receiver beside us hears, and a map on its system name resolves.
+#[test]
+fn ladvd_is_heard_as_lldpds_receiver_hears_it() {
+    let node = Netns::new("ladvd");
+    let sw = Netns::new("ladvd-sw");
+    support::cable(&node, "sv-a", &sw, "swp1");
+    let receiver = Lldpd::start(&node, "sv-a", &["-r"], &[]);
+    // ladvd sends at start, then every 30 s: listen first.
+    let map = support::lldp_map("green", "tor-ladvd-*");
+    let agent =
+        support::AgentProcess::start(&node, &[("green.yaml", &map)], &["--include", "sv-*"]);
+    agent.wait_for(10, "first snapshot", |_| true);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ladvd = support::Ladvd::start(&sw, "swp1", "tor-ladvd-01");
+    agent.wait_for(10, "green on sv-a", |s| {
+        s["networks"]["green"]["device"] == "sv-a"
+    });
+    let survey: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(agent.state.join("survey.json")).unwrap()).unwrap();
+    let ours = &survey["interfaces"][0]["lldp"];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let theirs = loop {
+        let out = receiver.cli(&["-f", "json0", "show", "neighbors", "details"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if let Some(n) = v["lldp"][0]["interface"].get(0) {
+            break n.clone();
+        }
+        assert!(Instant::now() < deadline, "lldpd never heard ladvd: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let chassis = &theirs["chassis"][0];
+    let port = &theirs["port"][0];
+    assert_eq!(ours["systemName"], "tor-ladvd-01");
+    assert_eq!(ours["systemName"], chassis["name"][0]["value"]);
+    assert_eq!(ours["systemDescription"], chassis["descr"][0]["value"]);
+    assert_eq!(ours["chassisId"]["subtype"], chassis["id"][0]["type"]);
+    assert_eq!(ours["chassisId"]["value"], chassis["id"][0]["value"]);
+    assert_eq!(ours["portId"]["subtype"], port["id"][0]["type"]);
+    assert_eq!(ours["portId"]["value"], port["id"][0]["value"]);
+    assert_eq!(
+        ours["ttlSeconds"].to_string(),
+        port["ttl"][0]["value"].as_str().unwrap()
+    );
+}
+
+/// A link that goes down and up again between two looks at it (one event
+/// batch): its listener keeps hearing, the neighbor stays past its TTL.
+#[test]
+fn a_listener_survives_a_down_and_up_within_one_batch() {
+    let node = Netns::new("lldp-flap");
+    // TTL 4 s: refreshes every second keep it.
+    let (_sw, _lldpd) = switch(&node, "sv-a", "tor-green-01", "Ethernet1/7", &[]);
+    let ns = node.name.clone();
+    let kept = node.block_on(move || async move {
+        let filter = SurveyFilter::new(false, &["sv-a".into()], &[]).unwrap();
+        let discovery = Discovery::dump_once(filter).await.unwrap();
+        let mut lldp = Lldp::new();
+        lldp.follow(&discovery.interfaces());
+        let index = discovery.interfaces()[0].index;
+        while lldp.neighbor(index).is_none() {
+            tokio::time::timeout(Duration::from_secs(5), lldp.changes())
+                .await
+                .expect("neighbor heard");
+        }
+        // Down and up with no look in between, as when both events come in
+        // one batch and only the final state (up) is followed.
+        support::ip_in(&ns, &["link", "set", "sv-a", "down"]);
+        support::ip_in(&ns, &["link", "set", "sv-a", "up"]);
+        let until = tokio::time::Instant::now() + Duration::from_secs(9);
+        while tokio::time::timeout_at(until, lldp.changes()).await.is_ok() {}
+        lldp.neighbor(index).is_some()
+    });
+    assert!(
+        kept,
+        "the neighbor expired: the listener stopped hearing after the flap"
+    );
 }

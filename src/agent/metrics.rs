@@ -24,6 +24,11 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
 /// Everything the agent counts. Counters only go up; the agent adds what
 /// its components counted since the last look.
 pub struct Metrics {
@@ -36,6 +41,7 @@ pub struct Metrics {
     pub api_errors: Counter,
     pub netlink_events: Counter,
     pub lldp_frames: Counter,
+    pub lldp_rejected: Family<ReasonLabel, Counter>,
     pub snapshot_writes: Counter,
     ready: AtomicBool,
 }
@@ -58,6 +64,7 @@ impl Metrics {
             api_errors: Counter::default(),
             netlink_events: Counter::default(),
             lldp_frames: Counter::default(),
+            lldp_rejected: Family::default(),
             snapshot_writes: Counter::default(),
             ready: AtomicBool::new(false),
         };
@@ -97,6 +104,11 @@ impl Metrics {
             "lldp_frames",
             "LLDP frames received from neighbors",
             m.lldp_frames.clone(),
+        );
+        r.register(
+            "lldp_frames_rejected",
+            "LLDP frames refused, by reason (truncated, missing_tlv, misordered, duplicate_tlv, bad_length, empty_id, ...)",
+            m.lldp_rejected.clone(),
         );
         r.register(
             "snapshot_writes",

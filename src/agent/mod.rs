@@ -31,7 +31,7 @@ use crate::survey::SurveyFilter;
 use self::cluster::{Desired, MapEvents, MapStore, NodeEvents};
 use self::conditions::Facts;
 use self::maps_dir::{LoadedMap, MapsDir, MapsDirError};
-use self::metrics::{Metrics, StateLabel, catch_up};
+use self::metrics::{Metrics, ReasonLabel, StateLabel, catch_up};
 
 /// How long after the first change the agent waits for more before it
 /// resolves: long enough to take a burst as one write, short enough that a
@@ -222,10 +222,16 @@ impl Agent {
             })
             .set(unresolved as i64);
         catch_up(&m.netlink_events, self.discovery.stats().events);
-        catch_up(
-            &m.lldp_frames,
-            self.lldp.as_ref().map_or(0, |l| l.stats().frames),
-        );
+        if let Some(lldp) = &self.lldp {
+            let stats = lldp.stats();
+            catch_up(&m.lldp_frames, stats.frames);
+            for (reason, count) in &stats.rejected {
+                catch_up(
+                    &m.lldp_rejected.get_or_create(&ReasonLabel { reason }),
+                    *count,
+                );
+            }
+        }
         catch_up(&m.snapshot_writes, self.state.writes());
         m.set_ready();
     }

@@ -43,16 +43,17 @@ pub fn run(args: DiscoverArgs) -> anyhow::Result<()> {
         let mut interfaces = discovery.interfaces();
         if let Some(wait) = args.lldp_wait.filter(|w| !w.is_zero()) {
             let mut lldp = Lldp::new();
-            lldp.set_own_macs(discovery.inventory().links().filter_map(|l| l.interface.mac.as_deref()));
+            lldp.set_own_macs(
+                discovery
+                    .inventory()
+                    .links()
+                    .filter_map(|l| l.interface.mac.as_deref()),
+            );
             lldp.follow(&interfaces);
             listen(&mut lldp, wait).await;
             lldp.annotate(&mut interfaces);
-            let silent = silent(&interfaces);
-            if !silent.is_empty() {
-                eprintln!(
-                    "surveyor: no LLDP neighbor heard within {wait:?} on {} (is LLDP enabled on the switch port? try a longer --lldp-wait)",
-                    silent.join(", ")
-                );
+            for hint in silence_hints(&interfaces, &lldp, wait) {
+                eprintln!("surveyor: {hint}");
             }
         }
         anyhow::Ok(interfaces)
@@ -119,11 +120,25 @@ async fn listen(lldp: &mut Lldp, wait: Duration) {
     }
 }
 
-/// Up interfaces still without a neighbor, for a closing hint.
-fn silent(interfaces: &[Interface]) -> Vec<&str> {
-    interfaces
-        .iter()
-        .filter(|i| i.is_up() && i.lldp.is_none())
-        .map(|i| i.name.as_str())
-        .collect()
+/// Closing hints for up interfaces still without a neighbor: those that
+/// heard frames it refused say so; the others are silent.
+fn silence_hints(interfaces: &[Interface], lldp: &Lldp, wait: Duration) -> Vec<String> {
+    let mut silent = Vec::new();
+    let mut hints = Vec::new();
+    for i in interfaces.iter().filter(|i| i.is_up() && i.lldp.is_none()) {
+        match lldp.rejected_on(i.index) {
+            Some(r) => hints.push(format!(
+                "{} LLDP frame(s) heard on {} were rejected (last: {}); the neighbor sends frames this receiver cannot use",
+                r.count, i.name, r.last
+            )),
+            None => silent.push(i.name.as_str()),
+        }
+    }
+    if !silent.is_empty() {
+        hints.push(format!(
+            "no LLDP neighbor heard within {wait:?} on {} (is LLDP enabled on the switch port? try a longer --lldp-wait)",
+            silent.join(", ")
+        ));
+    }
+    hints
 }

@@ -1,5 +1,9 @@
 //! AF_PACKET capture of LLDP frames: one socket per listened interface,
 //! each read by a task of its own, all feeding one channel.
+//!
+//! A socket whose link goes down reports ENETDOWN once and resumes when the
+//! link is up again, so that error is ridden out. Any other read error ends
+//! the listener and says so ([`Received::Ended`]); the owner reopens it.
 
 use std::collections::HashMap;
 use std::io::{self, Read as _};
@@ -28,11 +32,32 @@ pub struct Heard {
     pub pdu: Result<Lldpdu, FrameError>,
 }
 
+/// What the listeners report.
+#[derive(Debug)]
+pub enum Received {
+    Frame(Box<Heard>),
+    /// The listener on `ifindex` failed and stopped.
+    Ended {
+        ifindex: u32,
+        error: String,
+    },
+}
+
+/// A listener's task, tagged so that a report from a socket closed since
+/// is not taken for its successor's.
+struct Listener {
+    generation: u64,
+    task: JoinHandle<()>,
+}
+
+type Tagged = (u64, Received);
+
 /// The listening sockets, keyed by interface index.
 pub struct Capture {
-    listeners: HashMap<u32, JoinHandle<()>>,
-    tx: mpsc::Sender<Heard>,
-    rx: mpsc::Receiver<Heard>,
+    listeners: HashMap<u32, Listener>,
+    generation: u64,
+    tx: mpsc::Sender<Tagged>,
+    rx: mpsc::Receiver<Tagged>,
 }
 
 impl Default for Capture {
@@ -48,6 +73,7 @@ impl Capture {
         let (tx, rx) = mpsc::channel(1024);
         Capture {
             listeners: HashMap::new(),
+            generation: 0,
             tx,
             rx,
         }
@@ -70,15 +96,21 @@ impl Capture {
         // SAFETY: the socket owns a valid descriptor that stays open, and is
         // never replaced, for as long as the AsyncFd holds it.
         let socket = unsafe { AsyncFd::register(open(ifindex)?) }?;
+        self.generation += 1;
+        let generation = self.generation;
         let tx = self.tx.clone();
         tracing::debug!("listening for LLDP on {name}");
         let task = tokio::spawn(async move {
-            loop {
+            let report = loop {
                 let frame = match read(&socket).await {
                     Ok(frame) => frame,
+                    // The link went down; the socket hears again once it is up.
+                    Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => continue,
                     Err(e) => {
-                        tracing::debug!("LLDP socket on ifindex {ifindex} failed: {e}");
-                        return;
+                        break Received::Ended {
+                            ifindex,
+                            error: e.to_string(),
+                        };
                     }
                 };
                 let heard = match frame::parse_frame(&frame) {
@@ -99,41 +131,62 @@ impl Capture {
                         }
                     }
                 };
-                if tx.send(heard).await.is_err() {
+                if tx
+                    .send((generation, Received::Frame(Box::new(heard))))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
-            }
+            };
+            let _ = tx.send((generation, report)).await;
         });
-        self.listeners.insert(ifindex, task);
+        self.listeners
+            .insert(ifindex, Listener { generation, task });
         Ok(())
     }
 
     /// Stops listening on `ifindex`; returns whether it was.
     pub fn close(&mut self, ifindex: u32) -> bool {
         match self.listeners.remove(&ifindex) {
-            Some(task) => {
-                task.abort();
+            Some(listener) => {
+                listener.task.abort();
                 true
             }
             None => false,
         }
     }
 
-    /// The next frame heard. Cancel-safe.
-    pub async fn recv(&mut self) -> Heard {
+    /// The next report of a current listener. Cancel-safe.
+    pub async fn recv(&mut self) -> Received {
         // We hold a sender, so the channel never closes.
         loop {
-            if let Some(heard) = self.rx.recv().await {
-                return heard;
+            let Some((generation, received)) = self.rx.recv().await else {
+                continue;
+            };
+            let ifindex = match &received {
+                Received::Frame(heard) => heard.ifindex,
+                Received::Ended { ifindex, .. } => *ifindex,
+            };
+            let current = self
+                .listeners
+                .get(&ifindex)
+                .is_some_and(|l| l.generation == generation);
+            if !current {
+                continue; // from a socket closed since
             }
+            if matches!(received, Received::Ended { .. }) {
+                self.listeners.remove(&ifindex);
+            }
+            return received;
         }
     }
 }
 
 impl Drop for Capture {
     fn drop(&mut self) {
-        for task in self.listeners.values() {
-            task.abort();
+        for listener in self.listeners.values() {
+            listener.task.abort();
         }
     }
 }

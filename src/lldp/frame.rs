@@ -1,4 +1,8 @@
-//! A pure LLDPDU parser (IEEE 802.1AB).
+//! A pure LLDPDU parser (IEEE 802.1AB), as forgiving as the best
+//! receivers: the mandatory TLVs decide whether a frame stands; an
+//! optional TLV that is malformed is skipped alone; strings lose trailing
+//! NULs (some switches send C strings) and invalid UTF-8 is decoded
+//! lossily rather than dropping the neighbor.
 //!
 //! Checked indexing only: every length comes from the wire, so every slice
 //! goes through `get` and a short buffer is an error, never a panic.
@@ -58,8 +62,22 @@ pub enum FrameError {
     BadLength { what: &'static str, len: usize },
     #[error("{0} is empty")]
     Empty(&'static str),
-    #[error("{0} is not valid UTF-8")]
-    NotUtf8(&'static str),
+}
+
+impl FrameError {
+    /// A short, stable name for metrics labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FrameError::ShortFrame(_) => "short_frame",
+            FrameError::NotLldp(_) => "not_lldp",
+            FrameError::TruncatedHeader(_) | FrameError::PastEnd { .. } => "truncated",
+            FrameError::Misordered { .. } => "misordered",
+            FrameError::Missing(_) => "missing_tlv",
+            FrameError::Duplicate(_) => "duplicate_tlv",
+            FrameError::BadLength { .. } => "bad_length",
+            FrameError::Empty(_) => "empty_id",
+        }
+    }
 }
 
 /// Everything an LLDPDU said that Surveyor decodes.
@@ -90,6 +108,9 @@ pub struct Lldpdu {
     pub mac_phy: Option<MacPhy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_frame_size: Option<u16>,
+    /// Optional TLVs left out because they were malformed.
+    #[serde(skip)]
+    pub skipped: Vec<FrameError>,
 }
 
 /// System capabilities, as the IEEE bit map (bit 0 other, 1 repeater,
@@ -185,6 +206,7 @@ pub fn parse_lldpdu(buf: &[u8]) -> Result<Lldpdu, FrameError> {
             }
         }
         match tlv {
+            // The End TLV should be empty; whatever follows it is ignored.
             TLV_END => break,
             TLV_CHASSIS_ID if position == 0 => {
                 pdu.chassis_id = id("chassis ID", value, chassis_subtype)?
@@ -197,27 +219,11 @@ pub fn parse_lldpdu(buf: &[u8]) -> Result<Lldpdu, FrameError> {
             TLV_CHASSIS_ID => return Err(FrameError::Duplicate("chassis ID")),
             TLV_PORT_ID => return Err(FrameError::Duplicate("port ID")),
             TLV_TTL => return Err(FrameError::Duplicate("TTL")),
-            TLV_PORT_DESCRIPTION => {
-                set_once(&mut pdu.port_description, text("port description", value)?)
+            _ => {
+                if let Err(e) = optional(&mut pdu, tlv, value) {
+                    pdu.skipped.push(e);
+                }
             }
-            TLV_SYSTEM_NAME => set_once(&mut pdu.system_name, text("system name", value)?),
-            TLV_SYSTEM_DESCRIPTION => set_once(
-                &mut pdu.system_description,
-                text("system description", value)?,
-            ),
-            TLV_CAPABILITIES => {
-                let (Some(supported), Some(enabled), 4) = (be16(value, 0), be16(value, 2), len)
-                else {
-                    return Err(FrameError::BadLength {
-                        what: "capabilities",
-                        len,
-                    });
-                };
-                pdu.capabilities = Some(Capabilities { supported, enabled });
-            }
-            TLV_MANAGEMENT_ADDRESS => pdu.management_addresses.push(management_address(value)?),
-            TLV_ORG => org(&mut pdu, value)?,
-            _ => {} // reserved or unknown: skipped
         }
         offset += 2 + len;
         position += 1;
@@ -226,6 +232,29 @@ pub fn parse_lldpdu(buf: &[u8]) -> Result<Lldpdu, FrameError> {
         return Err(FrameError::Missing(missing.1));
     }
     Ok(pdu)
+}
+
+/// One optional TLV into `pdu`; an error leaves `pdu` as it was.
+fn optional(pdu: &mut Lldpdu, tlv: u8, value: &[u8]) -> Result<(), FrameError> {
+    match tlv {
+        TLV_PORT_DESCRIPTION => set_once(&mut pdu.port_description, text(value)),
+        TLV_SYSTEM_NAME => set_once(&mut pdu.system_name, text(value)),
+        TLV_SYSTEM_DESCRIPTION => set_once(&mut pdu.system_description, text(value)),
+        TLV_CAPABILITIES => {
+            let (Some(supported), Some(enabled), 4) = (be16(value, 0), be16(value, 2), value.len())
+            else {
+                return Err(FrameError::BadLength {
+                    what: "capabilities",
+                    len: value.len(),
+                });
+            };
+            pdu.capabilities = Some(Capabilities { supported, enabled });
+        }
+        TLV_MANAGEMENT_ADDRESS => pdu.management_addresses.push(management_address(value)?),
+        TLV_ORG => org(pdu, value)?,
+        _ => {} // reserved or unknown: skipped
+    }
+    Ok(())
 }
 
 const MANDATORY: [(u8, &str); 3] = [
@@ -245,11 +274,14 @@ fn set_once(slot: &mut Option<String>, value: Option<String>) {
     }
 }
 
-/// A display string: UTF-8 required; an empty one counts as absent (the
-/// standard allows zero-length descriptions).
-fn text(what: &'static str, value: &[u8]) -> Result<Option<String>, FrameError> {
-    let s = std::str::from_utf8(value).map_err(|_| FrameError::NotUtf8(what))?;
-    Ok((!s.is_empty()).then(|| s.to_string()))
+/// A display string. Trailing NULs are dropped (some switches send C
+/// strings), bytes that are not UTF-8 (Latin-1 descriptions) become U+FFFD
+/// as lldpd shows them, and an empty string counts as absent (the standard
+/// allows zero-length descriptions).
+fn text(value: &[u8]) -> Option<String> {
+    let end = value.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let s = String::from_utf8_lossy(&value[..end]);
+    (!s.is_empty()).then(|| s.into_owned())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -314,11 +346,18 @@ fn id(
             });
         }
         Render::Network => network_address(raw).unwrap_or_else(|| hex(raw)),
-        // Textual IDs are usually printable; binary ones are shown as hex.
-        Render::Text => match std::str::from_utf8(raw) {
-            Ok(s) if !s.chars().any(char::is_control) => s.to_string(),
-            _ => hex(raw),
-        },
+        // Textual IDs are usually printable (less a trailing NUL); binary
+        // ones are shown as hex.
+        Render::Text => {
+            let trimmed = raw
+                .iter()
+                .rposition(|&b| b != 0)
+                .map_or(raw, |i| &raw[..=i]);
+            match std::str::from_utf8(trimmed) {
+                Ok(s) if !s.chars().any(char::is_control) => s.to_string(),
+                _ => hex(raw),
+            }
+        }
         Render::Hex => hex(raw),
     };
     Ok(TypedId {
@@ -395,11 +434,12 @@ fn org(pdu: &mut Lldpdu, value: &[u8]) -> Result<(), FrameError> {
             let (Some(id), Some(&name_len)) = (be16(info, 0), info.get(2)) else {
                 return Err(bad("802.1 VLAN name"));
             };
-            let name_len = usize::from(name_len);
-            if name_len > 32 || info.len() != 3 + name_len {
-                return Err(bad("802.1 VLAN name"));
-            }
-            let name = text("802.1 VLAN name", info.get(3..).unwrap_or_default())?;
+            // The standard caps names at 32 bytes; like lldpd, accept any
+            // name the TLV actually holds.
+            let name = info
+                .get(3..3 + usize::from(name_len))
+                .ok_or_else(|| bad("802.1 VLAN name"))?;
+            let name = text(name);
             pdu.vlans.push(Vlan {
                 id: id & 0x0fff,
                 name,
@@ -541,9 +581,11 @@ mod tests {
         let n = pdu.neighbor();
         assert_eq!(n.system_name.as_deref(), Some("tor-green-01"));
         assert_eq!(n.vlans.len(), 2);
-        // A wrong OID length in a management address is malformed.
+        // A wrong OID length in a management address: that TLV is skipped.
         mgmt4[11] = 3;
-        assert!(parse_lldpdu(&with(&[tlv(8, &mgmt4)])).is_err());
+        let pdu = parse_lldpdu(&with(&[tlv(8, &mgmt4)])).unwrap();
+        assert!(pdu.management_addresses.is_empty());
+        assert_eq!(pdu.skipped.len(), 1);
     }
 
     #[test]
@@ -560,8 +602,8 @@ mod tests {
             "binary local ID as hex"
         );
         assert_eq!(
-            chassis(&[7, b'a', 0]).value,
-            "6100",
+            chassis(&[7, b'a', 1]).value,
+            "6101",
             "control characters as hex"
         );
         assert_eq!(
@@ -646,46 +688,102 @@ mod tests {
                     len: 1,
                 },
             ),
-            (with(&[tlv(5, &[0xff, 0xfe])]), NotUtf8("system name")),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(parse_lldpdu(&bytes), Err(want.clone()), "{bytes:02x?}");
+        }
+    }
+
+    /// A malformed optional TLV is left out, alone: the rest of the frame,
+    /// other TLVs of the same kind included, still counts.
+    #[test]
+    fn malformed_optional_tlvs_are_skipped_alone() {
+        use FrameError::*;
+        let cases: Vec<(Vec<u8>, FrameError)> = vec![
             (
-                with(&[tlv(7, &[0, 4])]),
+                tlv(7, &[0, 4]),
                 BadLength {
                     what: "capabilities",
                     len: 2,
                 },
             ),
             (
-                with(&[tlv(127, &[0, 0x80])]),
+                tlv(127, &[0, 0x80]),
                 BadLength {
                     what: "organisationally specific TLV",
                     len: 2,
                 },
             ),
             (
-                with(&[tlv(127, &[0, 0x80, 0xc2, 1, 0])]),
+                tlv(127, &[0, 0x80, 0xc2, 1, 0]),
                 BadLength {
                     what: "802.1 port VLAN ID",
                     len: 5,
                 },
             ),
             (
-                with(&[tlv(127, &[0, 0x80, 0xc2, 3, 0, 100, 9, b'g'])]),
+                tlv(127, &[0, 0x80, 0xc2, 3, 0, 100, 9, b'g']),
                 BadLength {
                     what: "802.1 VLAN name",
                     len: 8,
                 },
             ),
             (
-                with(&[tlv(8, &[40, 1])]),
+                tlv(8, &[40, 1]),
                 BadLength {
                     what: "management address",
                     len: 2,
                 },
             ),
         ];
-        for (bytes, want) in cases {
-            assert_eq!(parse_lldpdu(&bytes), Err(want.clone()), "{bytes:02x?}");
+        for (bad, want) in cases {
+            let bytes = with(&[
+                tlv(5, b"tor-green-01"),
+                bad.clone(),
+                tlv(
+                    127,
+                    &[0x00, 0x80, 0xc2, 3, 0, 101, 4, b'b', b'l', b'u', b'e'],
+                ),
+            ]);
+            let pdu = parse_lldpdu(&bytes).unwrap_or_else(|e| panic!("{bad:02x?}: {e}"));
+            assert_eq!(pdu.skipped, vec![want], "{bad:02x?}");
+            assert_eq!(pdu.system_name.as_deref(), Some("tor-green-01"));
+            assert_eq!(pdu.vlans.len(), 1, "the good VLAN TLV stays");
+            assert_eq!(pdu.vlans[0].name.as_deref(), Some("blue"));
         }
+    }
+
+    /// Strings as switches really send them.
+    #[test]
+    fn nul_terminated_latin1_and_long_names_decode() {
+        let pdu = parse_lldpdu(&with(&[
+            tlv(5, b"Summit300-48\0"),
+            tlv(4, b"Port caf\xe9 \xa0green"),
+            tlv(6, b"\0\0"),
+            tlv(
+                127,
+                &[&[0x00, 0x80, 0xc2, 3, 0, 100, 33][..], &[b'v'; 33]].concat(),
+            ),
+            tlv(
+                127,
+                &[
+                    0x00, 0x80, 0xc2, 3, 0x01, 0xe8, 6, b'v', b'4', b'8', b'8', 0, 0,
+                ],
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(pdu.system_name.as_deref(), Some("Summit300-48"));
+        assert_eq!(
+            pdu.port_description.as_deref(),
+            Some("Port caf\u{fffd} \u{fffd}green")
+        );
+        assert_eq!(pdu.system_description, None, "only NULs: absent");
+        assert_eq!(pdu.vlans[0].name.as_deref(), Some(&"v".repeat(33)[..]));
+        assert_eq!(pdu.vlans[1].name.as_deref(), Some("v488"));
+        assert!(pdu.skipped.is_empty());
+        // A textual ID loses its trailing NUL too.
+        let chassis = id("chassis ID", b"\x07sw-1\0", chassis_subtype).unwrap();
+        assert_eq!(chassis.value, "sw-1");
     }
 
     #[test]

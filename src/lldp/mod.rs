@@ -8,23 +8,36 @@ pub mod capture;
 pub mod frame;
 pub mod neighbors;
 
-use std::collections::HashSet;
-use std::time::Instant;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use crate::inventory::{Interface, Neighbor, format_mac};
 
-use self::capture::Capture;
+use self::capture::{Capture, Received};
 use self::neighbors::Neighbors;
 
+/// How long a listener that failed waits before it is opened again.
+const REOPEN_AFTER: Duration = Duration::from_secs(1);
+
 /// Counters for metrics and tests.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LldpStats {
     /// Well-formed LLDPDUs from other systems.
     pub frames: u64,
-    /// Frames that failed to parse (logged, then dropped).
-    pub malformed: u64,
+    /// Frames refused, by [`frame::FrameError::reason`].
+    pub rejected: BTreeMap<&'static str, u64>,
     /// Frames sent from one of this node's own MACs (dropped).
     pub own: u64,
+    /// Listeners that failed and were opened again.
+    pub reopened: u64,
+}
+
+/// Frames refused on one interface, for hints.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rejected {
+    pub count: u64,
+    /// The last reason, in words.
+    pub last: String,
 }
 
 /// Listens on the surveyed interfaces that are up and keeps their
@@ -34,6 +47,11 @@ pub struct Lldp {
     capture: Capture,
     neighbors: Neighbors,
     own_macs: HashSet<String>,
+    /// The interfaces to listen on (up and surveyed), by index.
+    wanted: HashMap<u32, String>,
+    /// Listeners that failed, and when to open them again.
+    reopen: HashMap<u32, Instant>,
+    rejected_on: HashMap<u32, Rejected>,
     stats: LldpStats,
 }
 
@@ -42,8 +60,8 @@ impl Lldp {
         Self::default()
     }
 
-    pub fn stats(&self) -> LldpStats {
-        self.stats
+    pub fn stats(&self) -> &LldpStats {
+        &self.stats
     }
 
     /// The neighbor published for `ifindex`.
@@ -64,25 +82,39 @@ impl Lldp {
         self.capture.listening()
     }
 
+    /// Frames refused on `ifindex` so far.
+    pub fn rejected_on(&self, ifindex: u32) -> Option<&Rejected> {
+        self.rejected_on.get(&ifindex)
+    }
+
     /// This node's MACs (every link's): frames from them are our own, such
-    /// as a co-located LLDP agent's, never a neighbor.
+    /// as a co-located LLDP agent's, never a neighbor. The all-zero MAC
+    /// (`lo`'s) is no one's: some switches send from it.
     pub fn set_own_macs<'a>(&mut self, macs: impl IntoIterator<Item = &'a str>) {
-        self.own_macs = macs.into_iter().map(str::to_string).collect();
+        self.own_macs = macs
+            .into_iter()
+            .filter(|m| m.bytes().any(|b| b != b'0' && b != b':'))
+            .map(str::to_string)
+            .collect();
     }
 
     /// Listens on exactly the given interfaces that are up: opens sockets
     /// for new ones, closes those that went down or away and forgets their
-    /// neighbors. Returns the interfaces whose neighbor was forgotten.
+    /// neighbors (the cable may have moved). Returns the interfaces whose
+    /// neighbor was forgotten.
     pub fn follow(&mut self, surveyed: &[Interface]) -> Vec<u32> {
-        let wanted: HashSet<u32> = surveyed
+        self.wanted = surveyed
             .iter()
             .filter(|i| i.is_up())
-            .map(|i| i.index)
+            .map(|i| (i.index, i.name.clone()))
             .collect();
         let stale: Vec<u32> = self
             .capture
             .listening()
-            .filter(|i| !wanted.contains(i))
+            .chain(self.neighbors_held())
+            .filter(|i| !self.wanted.contains_key(i))
+            .collect::<HashSet<u32>>()
+            .into_iter()
             .collect();
         let mut forgotten = Vec::new();
         for ifindex in stale {
@@ -91,46 +123,91 @@ impl Lldp {
                 forgotten.push(ifindex);
             }
         }
-        for iface in surveyed.iter().filter(|i| wanted.contains(&i.index)) {
-            if let Err(e) = self.capture.listen(iface.index, &iface.name) {
-                tracing::warn!(
-                    "cannot listen for LLDP on {}: {e} (needs CAP_NET_RAW)",
-                    iface.name
-                );
-            }
+        self.reopen.retain(|i, _| self.wanted.contains_key(i));
+        let wanted: Vec<(u32, String)> = self
+            .wanted
+            .iter()
+            .filter(|(i, _)| !self.reopen.contains_key(i))
+            .map(|(i, n)| (*i, n.clone()))
+            .collect();
+        for (ifindex, name) in wanted {
+            self.open(ifindex, &name);
         }
         forgotten.sort_unstable();
         forgotten
     }
 
+    fn neighbors_held(&self) -> Vec<u32> {
+        let mut held: Vec<u32> = self.neighbors.entries().iter().map(|e| e.0).collect();
+        held.dedup();
+        held
+    }
+
+    fn open(&mut self, ifindex: u32, name: &str) {
+        if let Err(e) = self.capture.listen(ifindex, name) {
+            tracing::warn!("cannot listen for LLDP on {name}: {e} (needs CAP_NET_RAW)");
+        }
+    }
+
     /// Waits until the neighbor published for some interface changes (a
     /// new neighbor, new facts, a shutdown frame, a TTL running out) and
-    /// returns those interfaces. Refreshes are absorbed. Cancel-safe.
+    /// returns those interfaces. Refreshes are absorbed; failed listeners
+    /// are opened again meanwhile. Cancel-safe.
     pub async fn changes(&mut self) -> Vec<u32> {
         loop {
             let expiry = self.neighbors.next_expiry();
-            let expired = async {
-                match expiry {
+            let reopen = self.reopen.values().min().copied();
+            let at = |t: Option<Instant>| async move {
+                match t {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
                     None => std::future::pending().await,
                 }
             };
             tokio::select! {
-                heard = self.capture.recv() => {
-                    // A frame may still be queued from a socket closed since.
-                    if !self.capture.is_listening(heard.ifindex) {
-                        continue;
+                received = self.capture.recv() => match received {
+                    Received::Frame(heard) => {
+                        if let Some(ifindex) = self.hear(*heard, Instant::now()) {
+                            return vec![ifindex];
+                        }
                     }
-                    if let Some(ifindex) = self.hear(heard, Instant::now()) {
-                        return vec![ifindex];
+                    Received::Ended { ifindex, error } => {
+                        self.ended(ifindex, &error, Instant::now());
                     }
-                }
-                () = expired => {
+                },
+                () = at(expiry) => {
                     let changed = self.neighbors.expire(Instant::now());
                     if !changed.is_empty() {
                         return changed;
                     }
                 }
+                () = at(reopen) => self.reopen_due(Instant::now()),
+            }
+        }
+    }
+
+    /// A listener failed: open it again shortly if its link is still one
+    /// to listen on (a socket failing at once must not spin).
+    fn ended(&mut self, ifindex: u32, error: &str, now: Instant) {
+        if let Some(name) = self.wanted.get(&ifindex) {
+            tracing::warn!(
+                "{name}: LLDP listener failed ({error}); opening it again in {REOPEN_AFTER:?}"
+            );
+            self.reopen.insert(ifindex, now + REOPEN_AFTER);
+        }
+    }
+
+    fn reopen_due(&mut self, now: Instant) {
+        let due: Vec<u32> = self
+            .reopen
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(i, _)| *i)
+            .collect();
+        for ifindex in due {
+            self.reopen.remove(&ifindex);
+            if let Some(name) = self.wanted.get(&ifindex).cloned() {
+                self.open(ifindex, &name);
+                self.stats.reopened += 1;
             }
         }
     }
@@ -145,16 +222,30 @@ impl Lldp {
         match heard.pdu {
             Ok(pdu) => {
                 self.stats.frames += 1;
+                if !pdu.skipped.is_empty() {
+                    let skipped: Vec<String> = pdu.skipped.iter().map(|e| e.to_string()).collect();
+                    tracing::debug!(
+                        "LLDP frame from {source} on ifindex {}: skipped {}",
+                        heard.ifindex,
+                        skipped.join("; ")
+                    );
+                }
                 self.neighbors
                     .observe(heard.ifindex, &pdu, now)
                     .then_some(heard.ifindex)
             }
             Err(e) => {
-                self.stats.malformed += 1;
-                tracing::debug!(
-                    "malformed LLDP frame from {source} on ifindex {}: {e}",
-                    heard.ifindex
-                );
+                *self.stats.rejected.entry(e.reason()).or_default() += 1;
+                let entry = self.rejected_on.entry(heard.ifindex).or_default();
+                entry.count += 1;
+                let reason = e.to_string();
+                if entry.last != reason {
+                    let name = self.wanted.get(&heard.ifindex).map_or("?", String::as_str);
+                    tracing::info!(
+                        "{name}: rejected an LLDP frame from {source}: {reason} (counted in surveyor_lldp_frames_rejected_total)"
+                    );
+                    entry.last = reason;
+                }
                 None
             }
         }
@@ -165,6 +256,23 @@ impl Lldp {
         for iface in interfaces {
             iface.lldp = self.neighbors.get(iface.index).cloned();
         }
+    }
+
+    /// Whether the neighbor table changed (not merely refreshed) since
+    /// last asked.
+    pub fn take_dirty(&mut self) -> bool {
+        self.neighbors.take_dirty()
+    }
+
+    /// Every neighbor held: (interface index, neighbor, expiry).
+    pub fn entries(&self) -> Vec<(u32, &Neighbor, Instant)> {
+        self.neighbors.entries()
+    }
+
+    /// Puts back a neighbor saved before a restart (dropped if expired).
+    pub fn restore(&mut self, ifindex: u32, neighbor: Neighbor, expires: Instant) {
+        self.neighbors
+            .restore(ifindex, neighbor, expires, Instant::now());
     }
 }
 
@@ -210,12 +318,44 @@ mod tests {
         assert_eq!(lldp.hear(other, now), Some(4));
         assert_eq!(
             lldp.stats(),
-            LldpStats {
+            &LldpStats {
                 frames: 1,
-                malformed: 0,
-                own: 1
+                own: 1,
+                ..LldpStats::default()
             }
         );
+    }
+
+    #[test]
+    fn a_failed_listener_is_reopened_only_while_its_link_is_wanted() {
+        let mut lldp = Lldp::new();
+        lldp.wanted.insert(4, "sv-a".into());
+        let now = Instant::now();
+        lldp.ended(4, "EIO", now);
+        lldp.ended(5, "EIO", now);
+        assert_eq!(lldp.reopen.get(&4), Some(&(now + REOPEN_AFTER)));
+        assert!(!lldp.reopen.contains_key(&5), "not a link we listen on");
+        // Not due yet: nothing happens.
+        lldp.reopen_due(now);
+        assert!(lldp.reopen.contains_key(&4));
+        // The link went away meanwhile: no reopen.
+        lldp.follow(&[]);
+        assert!(lldp.reopen.is_empty());
+        assert!(lldp.wanted.is_empty());
+    }
+
+    #[test]
+    fn the_all_zero_mac_is_not_ours() {
+        let mut lldp = Lldp::new();
+        // lo's MAC is among the node's.
+        lldp.set_own_macs(["00:00:00:00:00:00", "02:aa:00:00:00:01"]);
+        let leaf = Heard {
+            ifindex: 4,
+            source: [0; 6],
+            pdu: Ok(pdu()),
+        };
+        assert_eq!(lldp.hear(leaf, Instant::now()), Some(4));
+        assert_eq!(lldp.stats().own, 0);
     }
 
     #[test]
@@ -227,7 +367,17 @@ mod tests {
             pdu: Err(FrameError::Missing("TTL")),
         };
         assert_eq!(lldp.hear(bad, Instant::now()), None);
-        assert_eq!(lldp.stats().malformed, 1);
+        let bad = Heard {
+            ifindex: 4,
+            source: [2, 0, 0, 0, 0, 9],
+            pdu: Err(FrameError::Missing("TTL")),
+        };
+        lldp.hear(bad, Instant::now());
+        assert_eq!(lldp.stats().rejected.get("missing_tlv"), Some(&2));
         assert_eq!(lldp.neighbor_count(), 0);
+        let on = lldp.rejected_on(4).unwrap();
+        assert_eq!(on.count, 2);
+        assert!(on.last.contains("TTL"), "{on:?}");
+        assert!(lldp.rejected_on(5).is_none());
     }
 }

@@ -17,6 +17,9 @@ type Msap = (TypedId, TypedId);
 #[derive(Debug, Default)]
 pub struct Neighbors {
     by_interface: HashMap<u32, BTreeMap<Msap, Entry>>,
+    /// Set when a neighbor appears, changes or goes (not on a refresh):
+    /// what is worth saving across a restart.
+    dirty: bool,
 }
 
 #[derive(Debug)]
@@ -56,12 +59,14 @@ impl Neighbors {
         let msap = (pdu.chassis_id.clone(), pdu.port_id.clone());
         let table = self.by_interface.entry(ifindex).or_default();
         if pdu.ttl_seconds == 0 {
-            table.remove(&msap);
+            self.dirty |= table.remove(&msap).is_some();
         } else {
+            let neighbor = pdu.neighbor();
+            self.dirty |= table.get(&msap).is_none_or(|e| e.neighbor != neighbor);
             table.insert(
                 msap,
                 Entry {
-                    neighbor: pdu.neighbor(),
+                    neighbor,
                     expires: now + Duration::from_secs(u64::from(pdu.ttl_seconds)),
                 },
             );
@@ -75,23 +80,61 @@ impl Neighbors {
     /// Forgets everything heard on `ifindex` (it went down or away).
     /// Returns whether it had a neighbor.
     pub fn forget(&mut self, ifindex: u32) -> bool {
-        self.by_interface.remove(&ifindex).is_some()
+        let had = self.by_interface.remove(&ifindex).is_some();
+        self.dirty |= had;
+        had
     }
 
     /// Drops neighbors whose TTL has run out; returns the interfaces whose
     /// published neighbor changed.
     pub fn expire(&mut self, now: Instant) -> Vec<u32> {
         let mut changed = Vec::new();
+        let mut dropped = false;
         self.by_interface.retain(|ifindex, table| {
             let first = table.keys().next().cloned();
+            let before = table.len();
             table.retain(|_, e| e.expires > now);
+            dropped |= table.len() != before;
             if table.keys().next() != first.as_ref() {
                 changed.push(*ifindex);
             }
             !table.is_empty()
         });
+        self.dirty |= dropped;
         changed.sort_unstable();
         changed
+    }
+
+    /// Whether the table changed (not merely refreshed) since last asked.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Every neighbor held, with its interface and expiry, by interface
+    /// then MSAP.
+    pub fn entries(&self) -> Vec<(u32, &Neighbor, Instant)> {
+        let mut out: Vec<(u32, &Neighbor, Instant)> = self
+            .by_interface
+            .iter()
+            .flat_map(|(i, t)| t.values().map(move |e| (*i, &e.neighbor, e.expires)))
+            .collect();
+        out.sort_by(|a, b| {
+            (a.0, &a.1.chassis_id, &a.1.port_id).cmp(&(b.0, &b.1.chassis_id, &b.1.port_id))
+        });
+        out
+    }
+
+    /// Puts back a neighbor saved before a restart, unless it has expired.
+    /// Not a change to save: it is what was saved.
+    pub fn restore(&mut self, ifindex: u32, neighbor: Neighbor, expires: Instant, now: Instant) {
+        if expires <= now {
+            return;
+        }
+        let msap = (neighbor.chassis_id.clone(), neighbor.port_id.clone());
+        self.by_interface
+            .entry(ifindex)
+            .or_default()
+            .insert(msap, Entry { neighbor, expires });
     }
 
     /// When the next neighbor expires, if any is held.
@@ -157,6 +200,56 @@ mod tests {
         assert!(n.get(4).is_none());
         assert!(n.is_empty());
         assert_eq!(n.next_expiry(), None);
+    }
+
+    #[test]
+    fn only_real_changes_make_the_table_dirty() {
+        let t0 = Instant::now();
+        let mut n = Neighbors::new();
+        assert!(!n.take_dirty());
+        n.observe(4, &pdu("c1", "e1", 120, "sw"), t0);
+        assert!(n.take_dirty(), "appeared");
+        n.observe(4, &pdu("c1", "e1", 120, "sw"), t0 + Duration::from_secs(30));
+        assert!(!n.take_dirty(), "a refresh is not a change");
+        n.observe(4, &pdu("c2", "e1", 120, "other"), t0);
+        assert!(n.take_dirty(), "a second agent on the link");
+        n.observe(4, &pdu("c1", "e1", 120, "renamed"), t0);
+        assert!(n.take_dirty(), "new facts");
+        n.observe(4, &pdu("c2", "e1", 0, "other"), t0);
+        assert!(n.take_dirty(), "shutdown");
+        n.observe(9, &pdu("c9", "e9", 0, "x"), t0);
+        assert!(!n.take_dirty(), "a stranger's shutdown");
+        assert!(n.expire(t0 + Duration::from_secs(60)).is_empty());
+        assert!(!n.take_dirty());
+        n.expire(t0 + Duration::from_secs(200));
+        assert!(n.take_dirty(), "expired");
+        n.observe(4, &pdu("c1", "e1", 120, "sw"), t0);
+        n.take_dirty();
+        assert!(n.forget(4) && n.take_dirty(), "forgotten");
+    }
+
+    #[test]
+    fn restored_neighbors_keep_their_expiry_and_expired_ones_are_dropped() {
+        let t0 = Instant::now();
+        let mut n = Neighbors::new();
+        n.observe(4, &pdu("c1", "e1", 120, "sw"), t0);
+        let saved: Vec<(u32, Neighbor, Instant)> = n
+            .entries()
+            .into_iter()
+            .map(|(i, nb, at)| (i, nb.clone(), at))
+            .collect();
+        let mut restarted = Neighbors::new();
+        for (i, nb, at) in saved.clone() {
+            restarted.restore(i, nb, at, t0 + Duration::from_secs(10));
+        }
+        assert_eq!(restarted.get(4), n.get(4));
+        assert_eq!(restarted.next_expiry(), Some(t0 + Duration::from_secs(120)));
+        assert!(!restarted.take_dirty(), "restoring is not a change");
+        let mut late = Neighbors::new();
+        for (i, nb, at) in saved {
+            late.restore(i, nb, at, t0 + Duration::from_secs(121));
+        }
+        assert!(late.is_empty(), "expired while the agent was away");
     }
 
     #[test]

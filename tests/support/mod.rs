@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake_api;
+pub mod pcap;
 
 use std::fs::File;
 use std::process::{Command, Output};
@@ -541,4 +542,75 @@ pub fn discover_json(ns: &Netns, args: &[&str]) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("discover -o json output")
+}
+
+/// Sends whole Ethernet frames out of `ifname` in namespace `ns` through an
+/// AF_PACKET socket, as a switch would put them on the wire.
+pub fn send_frames(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>) {
+    let ifname = ifname.to_string();
+    ns.block_on(move || async move {
+        use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+        let index = nix::net::if_::if_nametoindex(ifname.as_str())
+            .unwrap_or_else(|e| panic!("no {ifname}: {e}"));
+        let socket = Socket::new(Domain::PACKET, Type::RAW, Some(Protocol::from(0)))
+            .expect("AF_PACKET socket (needs root)");
+        // SAFETY: zeroed storage large enough for a sockaddr_ll, filled in
+        // and sized here.
+        let ((), address) = unsafe {
+            SockAddr::try_init(|storage, len| {
+                let sll = storage.cast::<nix::libc::sockaddr_ll>();
+                (*sll).sll_family = nix::libc::AF_PACKET as nix::libc::sa_family_t;
+                (*sll).sll_ifindex = index as i32;
+                *len = std::mem::size_of::<nix::libc::sockaddr_ll>() as nix::libc::socklen_t;
+                Ok(())
+            })
+        }
+        .expect("sockaddr_ll");
+        socket.bind(&address).expect("bind to the interface");
+        for frame in frames {
+            socket
+                .send(&frame)
+                .unwrap_or_else(|e| panic!("send a {}-byte frame: {e}", frame.len()));
+        }
+    });
+}
+
+/// Debian's ladvd speaking LLDP on `interface` of namespace `ns` as system
+/// `hostname`: a second, independent LLDP implementation. It runs in
+/// mount and UTS namespaces of its own (its socket directory on a private
+/// tmpfs, its own hostname), so it touches nothing of the machine's.
+/// Killed on drop.
+pub struct Ladvd {
+    child: Option<std::process::Child>,
+}
+
+impl Ladvd {
+    pub fn start(ns: &Netns, interface: &str, hostname: &str) -> Ladvd {
+        require_program("ladvd", "ladvd");
+        // ladvd chroots into /run/ladvd (root-owned, 0755) and limits its
+        // child's file size, so its log must be a pipe, not a file.
+        let script = format!(
+            "hostname {hostname} && mount -t tmpfs -o mode=755 none /run && mkdir -m 755 /run/ladvd && exec ladvd -f -L -t {interface}"
+        );
+        let child = Command::new("ip")
+            .args([
+                "netns", "exec", &ns.name, "unshare", "-m", "-u", "sh", "-c", &script,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start ladvd");
+        Ladvd { child: Some(child) }
+    }
+}
+
+impl Drop for Ladvd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id().to_string();
+            let _ = Command::new("pkill").args(["-KILL", "-P", &pid]).output();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
