@@ -30,6 +30,10 @@ pub struct Interface {
     pub mtu: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master: Option<String>,
+    /// The master's kind (bridge, bond, vrf, ...), kept for resolution:
+    /// a port of some masters cannot carry a macvlan. Not published.
+    #[serde(skip)]
+    pub master_kind: Option<LinkKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alias: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -71,6 +75,7 @@ impl Interface {
             carrier: false,
             mtu: 0,
             master: None,
+            master_kind: None,
             alias: None,
             alt_names: Vec::new(),
             driver: None,
@@ -88,6 +93,19 @@ impl Interface {
     /// operationally up with carrier.
     pub fn is_up(&self) -> bool {
         self.carrier && matches!(self.oper_state, OperState::Up | OperState::Unknown)
+    }
+
+    /// Why a macvlan or ipvlan cannot be put on this interface, if it
+    /// cannot: it is a port of a bridge, bond, team or Open vSwitch, which
+    /// hold the link's receive path (the kernel answers "device or resource
+    /// busy"). A VRF port can carry one.
+    pub fn busy_reason(&self) -> Option<String> {
+        let master = self.master.as_deref()?;
+        match &self.master_kind {
+            Some(LinkKind::Virtual(kind)) if kind == "vrf" => None,
+            Some(kind) => Some(format!("{} is a port of {kind} {master}", self.name)),
+            None => Some(format!("{} is a port of {master}", self.name)),
+        }
     }
 
     /// The names this interface answers to: its name, then its altNames.
@@ -320,20 +338,20 @@ impl Inventory {
             .get(&index)
             .map(|a| a.iter().copied().collect())
             .unwrap_or_default();
-        link.interface.master = link
-            .master_index
-            .and_then(|m| self.links.get(&m))
-            .map(|m| m.interface.name.clone());
-        let name = link.interface.name.clone();
+        let master = link.master_index.and_then(|m| self.links.get(&m));
+        link.interface.master = master.map(|m| m.interface.name.clone());
+        link.interface.master_kind = master.map(|m| m.interface.kind.clone());
+        let (name, kind) = (link.interface.name.clone(), link.interface.kind.clone());
         let renamed = self
             .links
             .get(&index)
-            .is_none_or(|old| old.interface.name != name);
+            .is_none_or(|old| old.interface.name != name || old.interface.kind != kind);
         self.links.insert(index, link);
         if renamed {
             for port in self.links.values_mut() {
                 if port.master_index == Some(index) {
                     port.interface.master = Some(name.clone());
+                    port.interface.master_kind = Some(kind.clone());
                 }
             }
         }
@@ -347,6 +365,7 @@ impl Inventory {
         for port in self.links.values_mut() {
             if port.master_index == Some(index) {
                 port.interface.master = None;
+                port.interface.master_kind = None;
             }
         }
         Some(removed)
@@ -531,8 +550,14 @@ mod tests {
         // Port first: its master is not known yet.
         inv.upsert(link("port0", 3, Some(7)));
         assert_eq!(inv.get(3).unwrap().interface.master, None);
-        inv.upsert(link("br0", 7, None));
+        let mut bridge = link("br0", 7, None);
+        bridge.interface.kind = LinkKind::Virtual("bridge".into());
+        inv.upsert(bridge);
         assert_eq!(inv.get(3).unwrap().interface.master.as_deref(), Some("br0"));
+        assert_eq!(
+            inv.get(3).unwrap().interface.busy_reason().as_deref(),
+            Some("port0 is a port of bridge br0")
+        );
         inv.upsert(link("br-green", 7, None));
         assert_eq!(
             inv.get(3).unwrap().interface.master.as_deref(),
@@ -540,7 +565,14 @@ mod tests {
         );
         inv.remove(7);
         assert_eq!(inv.get(3).unwrap().interface.master, None);
+        assert_eq!(inv.get(3).unwrap().interface.busy_reason(), None);
         assert_eq!(inv.ports_of(7), vec![3]);
+        // A VRF port can carry a macvlan.
+        let mut vrf = link("vrf-green", 7, None);
+        vrf.interface.kind = LinkKind::Virtual("vrf".into());
+        inv.upsert(vrf);
+        inv.upsert(link("port0", 3, Some(7)));
+        assert_eq!(inv.get(3).unwrap().interface.busy_reason(), None);
     }
 
     #[test]

@@ -102,8 +102,21 @@ fn resolve_one(
             format!("spec.interfaces has no entry for node {node} and there is no spec.match rule"),
         );
     };
+    // A bridge/bond/team port cannot carry the pod's link: never a
+    // candidate, and said so when nothing else is left.
+    let busy: Vec<String> = candidates.iter().filter_map(|i| i.busy_reason()).collect();
+    candidates.retain(|i| i.busy_reason().is_none());
     // Stable: explicit order or name order survives among equals.
     candidates.sort_by_key(|i| !i.is_up());
+    if candidates.is_empty() && !busy.is_empty() {
+        return unresolved(
+            Some(rule),
+            format!(
+                "{}: a macvlan or ipvlan cannot be put on a bridge, bond or team port (map the master itself, or take the port out)",
+                busy.join(", ")
+            ),
+        );
+    }
     let Some(best) = candidates.first() else {
         let reason = match rule {
             Rule::Interfaces => format!(
@@ -267,6 +280,12 @@ mod tests {
             vlans: vec![],
             ttl_seconds: 120,
         });
+        i
+    }
+
+    fn enslaved(mut i: Interface, master: &str, kind: &str) -> Interface {
+        i.master = Some(master.into());
+        i.master_kind = Some(LinkKind::from(kind));
         i
     }
 
@@ -450,6 +469,42 @@ mod tests {
                 vec![],
                 None,
                 "no entry for node n1",
+            ),
+            (
+                "a bridge port is passed over for a free NIC",
+                vec![
+                    enslaved(iface("ens4", 4, true, None), "br0", "bridge"),
+                    iface("ens5", 5, false, None),
+                ],
+                "{match: {names: ['ens*']}}",
+                "n1",
+                vec![],
+                Some("ens5"),
+                vec!["ens5"],
+                Some(Rule::Match),
+                "",
+            ),
+            (
+                "a bond port alone is unresolved, saying why",
+                vec![enslaved(iface("ens4", 4, true, None), "bond0", "bond")],
+                "{interfaces: [{node: n1, interface: ens4}]}",
+                "n1",
+                vec![],
+                None,
+                vec![],
+                Some(Rule::Interfaces),
+                "ens4 is a port of bond bond0: a macvlan or ipvlan cannot be put on a bridge, bond or team port",
+            ),
+            (
+                "a VRF port carries a macvlan",
+                vec![enslaved(iface("ens4", 4, true, None), "vrf-green", "vrf")],
+                "{match: {names: ['ens*']}}",
+                "n1",
+                vec![],
+                Some("ens4"),
+                vec!["ens4"],
+                Some(Rule::Match),
+                "",
             ),
             (
                 "no interfaces at all",
