@@ -28,10 +28,7 @@ fn steady() {
         .unwrap_or(600);
     let node = Netns::new("bench-kube-steady");
     let (_sw, _lldpd) = switch(&node, "sv-a", "tor-green-01", "Ethernet1/7", &[]);
-    let api = FakeApi {
-        maps: vec![map("green", "sv-*")],
-        ..FakeApi::default()
-    };
+    let api = FakeApi::with(vec![map("green", "sv-*")], serde_json::json!({}));
     with_agent_in(&node, api, None, true, move |run| async move {
         run.until(15, "green resolved and published", |r| {
             r.snapshot()["networks"]["green"]["device"] == "sv-a"
@@ -65,10 +62,7 @@ fn steady() {
 
 fn burst() {
     let node = Netns::new("bench-kube-burst");
-    let api = FakeApi {
-        maps: vec![map("green", "sv-*")],
-        ..FakeApi::default()
-    };
+    let api = FakeApi::with(vec![map("green", "sv-*")], serde_json::json!({}));
     let ns = node.name.clone();
     with_agent_in(&node, api, None, false, move |run| async move {
         run.until(10, "first publish", |r| {

@@ -213,6 +213,31 @@ pub fn crds() -> Vec<serde_json::Value> {
             s["pattern"] = json!(GLOB_PATTERN);
         }
     }
+    // A map must say how to find its device, and a rule must hold a
+    // condition: an empty one selects every interface (or every one with a
+    // neighbor). Lists given must not be empty for the same reason.
+    if let Some(spec) = schema(&mut network_map, &["spec"]) {
+        spec["x-kubernetes-validations"] = json!([{
+            "rule": "has(self.interfaces) || has(self.match)",
+            "message": "a NetworkMap needs spec.interfaces or spec.match to find its device"
+        }]);
+    }
+    if let Some(m) = schema(&mut network_map, &["spec", "match"]) {
+        m["minProperties"] = json!(1);
+        if let Some(props) = m["properties"].as_object_mut() {
+            for field in props.values_mut() {
+                if field["type"] == "array" {
+                    field["minItems"] = json!(1);
+                }
+            }
+        }
+    }
+    if let Some(l) = schema(&mut network_map, &["spec", "match", "lldp"]) {
+        l["minProperties"] = json!(1);
+    }
+    if let Some(i) = schema(&mut network_map, &["spec", "interfaces"]) {
+        i["minItems"] = json!(1);
+    }
     if let Some(vlan) = schema(&mut network_map, &["spec", "match", "lldp", "vlanId"]) {
         vlan["minimum"] = json!(1);
         vlan["maximum"] = json!(4094);
@@ -226,6 +251,64 @@ pub fn crds() -> Vec<serde_json::Value> {
     }
     let node_survey = serde_json::to_value(NodeSurvey::crd()).unwrap_or_default();
     vec![network_map, node_survey]
+}
+
+/// Appends the path of every field in `doc` (a NetworkMap as JSON) that
+/// the NetworkMap schema does not know: what the API server would prune
+/// and a strict `kubectl apply` refuses. `metadata` is left to the API.
+pub fn unknown_fields(doc: &serde_json::Value, out: &mut Vec<String>) {
+    use std::sync::OnceLock;
+    static SCHEMA: OnceLock<serde_json::Value> = OnceLock::new();
+    let schema = SCHEMA.get_or_init(|| {
+        use kube::CustomResourceExt as _;
+        serde_json::to_value(NetworkMap::crd())
+            .ok()
+            .and_then(|crd| {
+                crd.pointer("/spec/versions/0/schema/openAPIV3Schema")
+                    .cloned()
+            })
+            .unwrap_or_default()
+    });
+    walk(doc, schema, "", out);
+}
+
+fn walk(value: &serde_json::Value, schema: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    use serde_json::Value;
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match value {
+        Value::Object(fields) => {
+            if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                for (k, v) in fields {
+                    // Every object has these; ObjectMeta is the API
+                    // server's to check.
+                    let type_meta = ["apiVersion", "kind", "metadata"].contains(&k.as_str());
+                    match props.get(k) {
+                        _ if path.is_empty() && type_meta => {}
+                        Some(s) => walk(v, s, &join(k), out),
+                        None => out.push(join(k)),
+                    }
+                }
+            } else if let Some(items) = schema.get("additionalProperties") {
+                for (k, v) in fields {
+                    walk(v, items, &join(k), out);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(s) = schema.get("items") {
+                for (i, v) in items.iter().enumerate() {
+                    walk(v, s, &format!("{path}[{i}]"), out);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The schema at `path` (property names) below the root of the first
@@ -253,6 +336,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn unknown_fields_are_named_by_path() {
+        let doc = serde_json::json!({
+            "apiVersion": "surveyor.dev/v1alpha1", "kind": "NetworkMap",
+            "metadata": {"name": "blue", "labels": {"a": "b"}, "whatever": 1},
+            "spec": {
+                "match": {"lldp": {"sytemName": "tor-blue-*"}, "names": ["ens*"]},
+                "interfaces": [{"node": "n1", "interface": "ens4", "iface": "x"}],
+                "nodeSelector": {"matchLabels": {"rack": "r1"}, "matchExpression": []}
+            },
+            "extra": true
+        });
+        let mut out = Vec::new();
+        unknown_fields(&doc, &mut out);
+        out.sort();
+        assert_eq!(
+            out,
+            [
+                "extra",
+                "spec.interfaces[0].iface",
+                "spec.match.lldp.sytemName",
+                "spec.nodeSelector.matchExpression"
+            ]
+        );
+    }
+
+    #[test]
     fn crds_carry_names_scope_columns_and_validation() {
         let [map, survey] = <[serde_json::Value; 2]>::try_from(crds()).unwrap();
         assert_eq!(map["spec"]["scope"], "Cluster");
@@ -274,6 +383,15 @@ mod tests {
             GLOB_PATTERN
         );
         assert_eq!(m["lldp"]["properties"]["vlanId"]["maximum"], 4094);
+        let spec = &root["properties"]["spec"];
+        assert_eq!(
+            spec["x-kubernetes-validations"][0]["rule"],
+            "has(self.interfaces) || has(self.match)"
+        );
+        assert_eq!(spec["properties"]["match"]["minProperties"], 1);
+        assert_eq!(m["lldp"]["minProperties"], 1);
+        assert_eq!(m["names"]["minItems"], 1);
+        assert_eq!(m["cidrs"]["minItems"], 1);
         assert_eq!(survey["spec"]["scope"], "Cluster");
         assert_eq!(
             survey["spec"]["names"]["shortNames"],

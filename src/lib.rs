@@ -9,6 +9,7 @@
 //! I/O (discovery over netlink, sysfs and ethtool).
 
 pub mod agent;
+pub mod atomic;
 pub mod cli;
 pub mod cni;
 pub mod crd;
@@ -20,4 +21,5 @@ pub mod node;
 pub mod report;
 pub mod resolve;
 pub mod snapshot;
+pub mod state_dir;
 pub mod survey;

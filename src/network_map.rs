@@ -8,6 +8,7 @@ use std::fmt;
 use globset::{Glob, GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
 use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::core::{Selector, SelectorExt as _};
 
 use crate::crd::{LldpMatch, MatchRule, NetworkMap, NodeInterface};
 use crate::discovery::sysfs::is_pci_address;
@@ -47,34 +48,88 @@ pub enum MapError {
     BadSelector(String),
     #[error("spec.interfaces[{0}]: node and interface must both be set")]
     BadExplicit(usize),
+    #[error(
+        "spec has neither interfaces nor match: say how to find the device (spec.interfaces for given nodes, spec.match for the others)"
+    )]
+    NoRule,
+    #[error(
+        "spec.match sets no condition, so it would select every surveyed interface; give at least one (names, lldp.systemName, cidrs, ...)"
+    )]
+    EmptyMatch,
+    #[error(
+        "spec.match.lldp sets no condition, so it would select any interface with an LLDP neighbor; give one (systemName, chassisId, portId, portDescription, vlanId), e.g. systemName: \"*\" for any neighbor"
+    )]
+    EmptyLldp,
+    #[error("{}", unknown_fields_message(.0))]
+    UnknownFields(Vec<String>),
+}
+
+fn unknown_fields_message(paths: &[String]) -> String {
+    let list = paths.join(", ");
+    let what = if paths.len() == 1 { "field" } else { "fields" };
+    format!(
+        "unknown {what} {list} (a misspelt field is refused rather than ignored, as a strict kubectl apply does)"
+    )
+}
+
+/// Largest map file read, in bytes.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+/// YAML limits per file: documents, nodes (scalars, lists, maps), nesting
+/// depth and aliases. Generous for maps, small enough that no file, however
+/// crafted, costs the agent much time or memory.
+pub const MAX_DOCUMENTS: usize = 100;
+pub const MAX_NODES: usize = 20_000;
+pub const MAX_DEPTH: usize = 32;
+pub const MAX_ALIASES: usize = 100;
+
+fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_documents = MAX_DOCUMENTS;
+    budget.max_nodes = MAX_NODES;
+    budget.max_depth = MAX_DEPTH;
+    budget.max_aliases = MAX_ALIASES;
+    budget.max_anchors = MAX_ALIASES;
+    budget.max_events = 4 * MAX_NODES;
+    budget.max_total_scalar_bytes = MAX_FILE_BYTES as usize;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
 }
 
 /// Reads every NetworkMap in a YAML (or JSON) text: one or more documents
-/// separated by `---`. Empty documents are skipped. Each document is read
-/// straight into the typed map, so scalars take the type the field wants
-/// (`values: [yes]` stays the string "yes").
+/// separated by `---`. Empty documents are skipped. Fields the NetworkMap
+/// schema does not know are refused, with their path. Each document is
+/// read straight into the typed map, so scalars take the type the field
+/// wants (`values: [yes]` stays the string "yes").
 pub fn parse_documents(text: &str) -> Result<Vec<NetworkMap>, MapError> {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct TypeMeta {
-        #[serde(default)]
-        api_version: String,
-        #[serde(default)]
-        kind: String,
-    }
     let parse = |e: serde_saphyr::Error| MapError::Parse(e.to_string());
-    let heads: Vec<Option<TypeMeta>> = serde_saphyr::from_multiple(text).map_err(parse)?;
-    for (index, head) in heads.iter().enumerate() {
-        let Some(head) = head else { continue };
-        if head.api_version != "surveyor.dev/v1alpha1" || head.kind != "NetworkMap" {
+    let docs: Vec<Option<serde_json::Value>> =
+        serde_saphyr::from_multiple_with_options(text, yaml_options()).map_err(parse)?;
+    let several = docs.iter().flatten().count() > 1;
+    for (index, doc) in docs.iter().enumerate() {
+        let Some(doc) = doc else { continue };
+        let field = |k: &str| doc.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+        let (api_version, kind) = (field("apiVersion"), field("kind"));
+        if api_version != "surveyor.dev/v1alpha1" || kind != "NetworkMap" {
             return Err(MapError::NotANetworkMap {
                 index: index + 1,
-                api_version: head.api_version.clone(),
-                kind: head.kind.clone(),
+                api_version: api_version.to_string(),
+                kind: kind.to_string(),
             });
         }
+        let mut unknown = Vec::new();
+        crate::crd::unknown_fields(doc, &mut unknown);
+        if !unknown.is_empty() {
+            if several {
+                for path in &mut unknown {
+                    *path = format!("{path} (document {})", index + 1);
+                }
+            }
+            return Err(MapError::UnknownFields(unknown));
+        }
     }
-    let maps: Vec<Option<NetworkMap>> = serde_saphyr::from_multiple(text).map_err(parse)?;
+    let maps: Vec<Option<NetworkMap>> =
+        serde_saphyr::from_multiple_with_options(text, yaml_options()).map_err(parse)?;
     Ok(maps.into_iter().flatten().collect())
 }
 
@@ -108,17 +163,9 @@ pub fn validate_name(name: &str) -> Result<(), MapError> {
 #[derive(Debug, Clone)]
 pub struct CompiledMap {
     pub name: String,
-    selector: Option<Vec<Requirement>>,
+    selector: Option<Selector>,
     explicit: Vec<NodeInterface>,
     rule: Option<Rule>,
-}
-
-#[derive(Debug, Clone)]
-enum Requirement {
-    In(String, Vec<String>),
-    NotIn(String, Vec<String>),
-    Exists(String),
-    DoesNotExist(String),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -181,6 +228,14 @@ impl CompiledMap {
                 return Err(MapError::BadExplicit(i));
             }
         }
+        match &map.spec.match_rule {
+            None if map.spec.interfaces.is_empty() => return Err(MapError::NoRule),
+            Some(m) if *m == MatchRule::default() => return Err(MapError::EmptyMatch),
+            Some(MatchRule { lldp: Some(l), .. }) if *l == LldpMatch::default() => {
+                return Err(MapError::EmptyLldp);
+            }
+            _ => {}
+        }
         Ok(CompiledMap {
             name,
             selector: map.spec.node_selector.as_ref().map(selector).transpose()?,
@@ -191,9 +246,7 @@ impl CompiledMap {
 
     /// Whether this network exists on a node with these labels.
     pub fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.selector
-            .as_ref()
-            .is_none_or(|reqs| reqs.iter().all(|r| r.holds(labels)))
+        self.selector.as_ref().is_none_or(|s| s.matches(labels))
     }
 
     /// The interfaces `spec.interfaces` names for `node`, in order.
@@ -222,47 +275,30 @@ impl CompiledMap {
     }
 }
 
-impl Requirement {
-    fn holds(&self, labels: &BTreeMap<String, String>) -> bool {
-        match self {
-            Requirement::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),
-            Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|v| !vs.contains(v)),
-            Requirement::Exists(k) => labels.contains_key(k),
-            Requirement::DoesNotExist(k) => !labels.contains_key(k),
-        }
-    }
-}
-
-fn selector(sel: &LabelSelector) -> Result<Vec<Requirement>, MapError> {
-    let mut reqs: Vec<Requirement> = sel
-        .match_labels
-        .iter()
-        .flatten()
-        .map(|(k, v)| Requirement::In(k.clone(), vec![v.clone()]))
-        .collect();
+/// A nodeSelector, checked as the API server checks one (In/NotIn need
+/// values, Exists/DoesNotExist take none) before kube-core's Selector
+/// takes it.
+fn selector(sel: &LabelSelector) -> Result<Selector, MapError> {
     for e in sel.match_expressions.iter().flatten() {
-        let values = e.values.clone().unwrap_or_default();
+        let values = e.values.as_deref().unwrap_or_default();
         let bad = |why: &str| {
             MapError::BadSelector(format!(
                 "key {:?} with operator {}: {why}",
                 e.key, e.operator
             ))
         };
-        reqs.push(match e.operator.as_str() {
+        match e.operator.as_str() {
             "In" | "NotIn" if values.is_empty() => return Err(bad("needs values")),
-            "In" => Requirement::In(e.key.clone(), values),
-            "NotIn" => Requirement::NotIn(e.key.clone(), values),
             "Exists" | "DoesNotExist" if !values.is_empty() => return Err(bad("takes no values")),
-            "Exists" => Requirement::Exists(e.key.clone()),
-            "DoesNotExist" => Requirement::DoesNotExist(e.key.clone()),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
             _ => {
                 return Err(bad(
                     "unknown operator (use In, NotIn, Exists or DoesNotExist)",
                 ));
             }
-        });
+        }
     }
-    Ok(reqs)
+    Selector::try_from(sel.clone()).map_err(|e| MapError::BadSelector(e.to_string()))
 }
 
 fn glob(field: &'static str, pattern: &str) -> Result<Glob, MapError> {
@@ -602,7 +638,6 @@ mod tests {
                 false,
                 Some("lldp.systemName"),
             ),
-            ("{}", true, None),
         ];
         for (rule, want, failure) in cases {
             let yaml = format!(
@@ -640,8 +675,10 @@ mod tests {
         let m = compiled(&format!("{HEAD}spec:\n  match: {{minSpeedMbps: 1}}\n"));
         i.speed_mbps = None;
         assert!(!m.matches(&i));
-        let no_rule = compiled(&format!("{HEAD}spec: {{}}\n"));
-        assert!(!no_rule.matches(&iface("eth1")));
+        let explicit_only = compiled(&format!(
+            "{HEAD}spec: {{interfaces: [{{node: n1, interface: eth1}}]}}\n"
+        ));
+        assert!(!explicit_only.matches(&iface("eth1")), "no match rule");
     }
 
     #[test]
@@ -688,8 +725,12 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let sel =
-            |s: &str| compiled(&format!("{HEAD}spec:\n  nodeSelector: {s}\n")).selects(&labels);
+        let sel = |s: &str| {
+            compiled(&format!(
+                "{HEAD}spec:\n  match: {{names: ['*']}}\n  nodeSelector: {s}\n"
+            ))
+            .selects(&labels)
+        };
         assert!(sel("{matchLabels: {rack: r1}}"));
         assert!(!sel("{matchLabels: {rack: r2}}"));
         assert!(sel("{}"));
@@ -710,7 +751,7 @@ mod tests {
             "{matchLabels: {rack: r1}, matchExpressions: [{key: zone, operator: DoesNotExist}]}"
         ));
         assert!(
-            compiled(&format!("{HEAD}spec: {{}}\n")).selects(&labels),
+            compiled(&format!("{HEAD}spec: {{match: {{names: ['*']}}}}\n")).selects(&labels),
             "absent selects all"
         );
     }
@@ -752,11 +793,11 @@ mod tests {
             );
         }
         assert!(
-            err("{nodeSelector: {matchExpressions: [{key: a, operator: Near}]}}")
+            err("{match: {names: ['*']}, nodeSelector: {matchExpressions: [{key: a, operator: Near}]}}")
                 .contains("unknown operator")
         );
         assert!(
-            err("{nodeSelector: {matchExpressions: [{key: a, operator: In}]}}")
+            err("{match: {names: ['*']}, nodeSelector: {matchExpressions: [{key: a, operator: In}]}}")
                 .contains("needs values")
         );
         assert!(err("{interfaces: [{node: n1, interface: ''}]}").contains("spec.interfaces[0]"));
@@ -774,6 +815,58 @@ mod tests {
             assert!(validate_name(name).is_err(), "{name}");
         }
         validate_name(&"g".repeat(63)).unwrap();
+    }
+
+    #[test]
+    fn maps_that_would_select_everything_are_refused() {
+        let err = |spec: &str| {
+            CompiledMap::compile(&map(&format!("{HEAD}spec: {spec}\n")))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("{}").contains("neither interfaces nor match"));
+        assert!(err("{nodeSelector: {matchLabels: {rack: r1}}}").contains("neither"));
+        assert!(err("{match: {}}").contains("spec.match sets no condition"));
+        // An empty list counts as not given.
+        assert!(err("{match: {names: []}}").contains("spec.match sets no condition"));
+        assert!(err("{match: {lldp: {}}}").contains("spec.match.lldp sets no condition"));
+        assert!(err("{match: {names: ['*'], lldp: {}}}").contains("spec.match.lldp"));
+        // Explicit interfaces alone are a rule.
+        CompiledMap::compile(&map(&format!(
+            "{HEAD}spec: {{interfaces: [{{node: n1, interface: ens4}}]}}\n"
+        )))
+        .unwrap();
+    }
+
+    #[test]
+    fn misspelt_fields_are_refused_with_their_path() {
+        let e = parse_documents(&format!(
+            "{HEAD}spec:\n  match:\n    lldp: {{sytemName: 'tor-blue-*'}}\n"
+        ))
+        .unwrap_err();
+        assert!(matches!(e, MapError::UnknownFields(_)));
+        assert!(e.to_string().contains("spec.match.lldp.sytemName"), "{e}");
+        let e = parse_documents(&format!(
+            "{HEAD}spec: {{match: {{names: ['*']}}}}\n---\n{HEAD}spec: {{mach: {{names: ['*']}}}}\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("spec.mach (document 2)"), "{e}");
+        // Metadata is the API server's business.
+        parse_documents(
+            "apiVersion: surveyor.dev/v1alpha1\nkind: NetworkMap\nmetadata: {name: g, annotations: {a: b}, uid: x}\nspec: {match: {names: ['*']}}\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn yaml_bombs_and_deep_nesting_are_refused() {
+        let laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n";
+        assert!(matches!(parse_documents(laughs), Err(MapError::Parse(_))));
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert!(matches!(parse_documents(&deep), Err(MapError::Parse(_))));
+        let many =
+            format!("{HEAD}spec: {{match: {{names: ['*']}}}}\n---\n").repeat(MAX_DOCUMENTS + 1);
+        assert!(matches!(parse_documents(&many), Err(MapError::Parse(_))));
     }
 
     #[test]

@@ -1,22 +1,26 @@
-//! The node-local files in the state dir (`/run/surveyor` by default):
+//! The node-local files in the state dir (`/run/surveyor` by default),
+//! their shapes and how to read them:
 //!
 //! - `networks.json`: what the CNI plugin reads at ADD time;
 //! - `survey.json`: the NodeSurvey status;
 //! - `maps.json`: the last NetworkMaps seen, as a `v1/List`, so an agent
-//!   restarted without the API still resolves.
+//!   restarted without the API still resolves;
+//! - `node.json`: the Node's labels last seen;
+//! - `neighbors.json`: the LLDP neighbors with their wall-clock expiry, so
+//!   a restarted agent resolves as before while the switches' TTLs run.
 //!
-//! Every file is replaced atomically (temp file, fsync, rename, fsync of
-//! the directory) and only when its content changes, so a reader never
-//! sees a torn file and an idle node never writes.
+//! The agent's [`crate::state_dir::StateDir`] writes them.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{self, Write as _};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
+use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::crd::{NetworkMap, NodeSurveyStatus};
+use crate::crd::NetworkMap;
+use crate::inventory::Neighbor;
 use crate::resolve::Resolution;
 
 pub const NETWORKS: &str = "networks.json";
@@ -25,6 +29,7 @@ pub const MAPS: &str = "maps.json";
 /// The Node's labels last seen from the API, so a restart with the API
 /// down still honours nodeSelectors.
 pub const NODE: &str = "node.json";
+pub const NEIGHBORS: &str = "neighbors.json";
 pub const DEFAULT_STATE_DIR: &str = "/run/surveyor";
 
 #[derive(Debug, thiserror::Error)]
@@ -131,9 +136,39 @@ pub fn read_node(dir: &Path) -> Result<NodeLabels, SnapshotError> {
     read_json(&dir.join(NODE))
 }
 
+/// `neighbors.json`: every LLDP neighbor held, with the interface it was
+/// heard on (index, name and MAC must still match to be restored).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SavedNeighbors {
+    pub node: String,
+    pub neighbors: Vec<SavedNeighbor>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SavedNeighbor {
+    pub interface: String,
+    pub index: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// When the neighbor's TTL runs out unless it is heard again.
+    pub expires: Timestamp,
+    pub neighbor: Neighbor,
+}
+
+/// Reads `neighbors.json` from `dir`.
+pub fn read_neighbors(dir: &Path) -> Result<SavedNeighbors, SnapshotError> {
+    read_json(&dir.join(NEIGHBORS))
+}
+
 /// Reads `maps.json` from `dir`.
 pub fn read_maps(dir: &Path) -> Result<MapList, SnapshotError> {
     read_json(&dir.join(MAPS))
+}
+
+/// Reads `survey.json` from `dir`.
+pub fn read_survey(dir: &Path) -> Result<crate::crd::NodeSurveyStatus, SnapshotError> {
+    read_json(&dir.join(SURVEY))
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, SnapshotError> {
@@ -150,129 +185,9 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, SnapshotE
     })
 }
 
-/// Replaces `dir/name` with `bytes` atomically and durably.
-pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), SnapshotError> {
-    let path = dir.join(name);
-    let err = |source| SnapshotError::Write {
-        path: path.clone(),
-        source,
-    };
-    // A fixed temp name per file: a leftover from a killed writer is simply
-    // overwritten by the next write.
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut file = File::create(&tmp).map_err(err)?;
-    file.write_all(bytes).map_err(err)?;
-    file.sync_all().map_err(err)?;
-    drop(file);
-    fs::rename(&tmp, &path).map_err(err)?;
-    // The rename is durable once the directory is.
-    File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
-    Ok(())
-}
-
-/// What one [`StateDir::publish`] wrote.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Written {
-    pub networks: bool,
-    pub survey: bool,
-    pub maps: bool,
-}
-
-/// The state dir, remembering what it last wrote so unchanged content is
-/// never rewritten.
-#[derive(Debug)]
-pub struct StateDir {
-    path: PathBuf,
-    networks: Option<Snapshot>,
-    /// The bytes last written to the other files, by file name.
-    files: BTreeMap<&'static str, Vec<u8>>,
-    writes: u64,
-}
-
-impl StateDir {
-    /// Opens (creating) the state dir and reads what is already there, so a
-    /// restarted agent continues the generation and skips identical writes.
-    pub fn open(path: impl Into<PathBuf>) -> Result<Self, SnapshotError> {
-        let path = path.into();
-        fs::create_dir_all(&path).map_err(|source| SnapshotError::Write {
-            path: path.clone(),
-            source,
-        })?;
-        let networks = read_networks(&path).ok();
-        let files = [SURVEY, MAPS, NODE]
-            .into_iter()
-            .filter_map(|name| Some((name, fs::read(path.join(name)).ok()?)))
-            .collect();
-        Ok(StateDir {
-            networks,
-            files,
-            path,
-            writes: 0,
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Files written since opened.
-    pub fn writes(&self) -> u64 {
-        self.writes
-    }
-
-    /// The generation of the last `networks.json` written or found.
-    pub fn generation(&self) -> u64 {
-        self.networks.as_ref().map_or(0, |s| s.generation)
-    }
-
-    /// Writes whichever files changed, `networks.json` first: it is what
-    /// pods wait on.
-    pub fn publish(
-        &mut self,
-        snapshot: Snapshot,
-        status: &NodeSurveyStatus,
-        maps: &MapList,
-    ) -> Result<Written, SnapshotError> {
-        let mut written = Written::default();
-        let unchanged = self
-            .networks
-            .as_ref()
-            .is_some_and(|last| last.node == snapshot.node && last.networks == snapshot.networks);
-        if !unchanged {
-            let next = Snapshot {
-                generation: self.generation() + 1,
-                ..snapshot
-            };
-            write_atomic(&self.path, NETWORKS, &encode(NETWORKS, &next)?)?;
-            self.networks = Some(next);
-            self.writes += 1;
-            written.networks = true;
-        }
-        written.survey = self.replace(SURVEY, encode(SURVEY, status)?)?;
-        written.maps = self.replace(MAPS, encode(MAPS, maps)?)?;
-        Ok(written)
-    }
-
-    /// Records the Node's labels (`node.json`) when they changed.
-    pub fn save_labels(&mut self, node: &NodeLabels) -> Result<bool, SnapshotError> {
-        self.replace(NODE, encode(NODE, node)?)
-    }
-
-    /// Writes `name` when `bytes` differ from what it last held.
-    fn replace(&mut self, name: &'static str, bytes: Vec<u8>) -> Result<bool, SnapshotError> {
-        if self.files.get(name) == Some(&bytes) {
-            return Ok(false);
-        }
-        write_atomic(&self.path, name, &bytes)?;
-        self.files.insert(name, bytes);
-        self.writes += 1;
-        Ok(true)
-    }
-}
-
 /// Every file is pretty JSON with a trailing newline, for people who
 /// `cat` them.
-fn encode<T: Serialize>(file: &'static str, value: &T) -> Result<Vec<u8>, SnapshotError> {
+pub fn encode<T: Serialize>(file: &'static str, value: &T) -> Result<Vec<u8>, SnapshotError> {
     let mut out = serde_json::to_vec_pretty(value)
         .map_err(|source| SnapshotError::Encode { file, source })?;
     out.push(b'\n');
@@ -300,63 +215,6 @@ mod tests {
             generation: 0,
             networks,
         }
-    }
-
-    #[test]
-    fn writes_only_on_change_and_bumps_the_generation() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut state = StateDir::open(dir.path().join("state")).unwrap();
-        let status = NodeSurveyStatus::default();
-        let maps = MapList::new(vec![]);
-        let w = state.publish(snapshot("ens4"), &status, &maps).unwrap();
-        assert_eq!(
-            w,
-            Written {
-                networks: true,
-                survey: true,
-                maps: true
-            }
-        );
-        assert_eq!(state.generation(), 1);
-        let w = state.publish(snapshot("ens4"), &status, &maps).unwrap();
-        assert_eq!(w, Written::default(), "nothing changed, nothing written");
-        let w = state.publish(snapshot("ens5"), &status, &maps).unwrap();
-        assert_eq!(
-            w,
-            Written {
-                networks: true,
-                survey: false,
-                maps: false
-            }
-        );
-        let read = read_networks(state.path()).unwrap();
-        assert_eq!(read.generation, 2);
-        assert_eq!(read.networks["green"].device.as_deref(), Some("ens5"));
-        assert_eq!(state.writes(), 4);
-        // No temp files are left behind.
-        let names: Vec<String> = fs::read_dir(state.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        assert_eq!(names.len(), 3, "{names:?}");
-    }
-
-    #[test]
-    fn a_restarted_writer_continues_the_generation_and_skips_identical_content() {
-        let dir = tempfile::tempdir().unwrap();
-        let status = NodeSurveyStatus::default();
-        let maps = MapList::new(vec![]);
-        let mut first = StateDir::open(dir.path()).unwrap();
-        first.publish(snapshot("ens4"), &status, &maps).unwrap();
-        first.publish(snapshot("ens5"), &status, &maps).unwrap();
-        let mut second = StateDir::open(dir.path()).unwrap();
-        assert_eq!(second.generation(), 2);
-        assert_eq!(
-            second.publish(snapshot("ens5"), &status, &maps).unwrap(),
-            Written::default()
-        );
-        second.publish(snapshot("ens4"), &status, &maps).unwrap();
-        assert_eq!(read_networks(dir.path()).unwrap().generation, 3);
     }
 
     #[test]

@@ -1,8 +1,8 @@
-//! The Kubernetes layer against kube's `Client::new` over a tower-test
-//! mock (support/fake_api.rs): a small fake API server answers the agent's
-//! lists, watches and patches, and records every request so the tests
-//! assert them exactly. Discovery is real (a network namespace); only the
-//! API is simulated.
+//! The agent's Kubernetes layer against kube's `Client::new` over a
+//! tower-test mock (support/fake_api.rs): a small fake API server keeps
+//! objects, answers lists, watches and server-side applies, and records
+//! every request so the tests assert them exactly. Discovery is real (a
+//! network namespace); only the API is simulated.
 
 mod support;
 
@@ -10,7 +10,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::fake_api::{FakeApi, Recorded, map, with_agent};
+use support::fake_api::{
+    FakeApi, NODES, Options, Recorded, SURVEYS, map, node, run_agent, with_agent, with_agent_opts,
+};
 
 fn has_null(v: &Value) -> bool {
     match v {
@@ -21,13 +23,13 @@ fn has_null(v: &Value) -> bool {
     }
 }
 
+fn node_uid(api: &FakeApi) -> Value {
+    api.get(NODES, "node1").unwrap()["metadata"]["uid"].clone()
+}
+
 #[test]
 fn first_publish_then_silence() {
-    let api = FakeApi {
-        maps: vec![map("green", "sv-a")],
-        node_labels: json!({"rack": "r1"}),
-        ..FakeApi::default()
-    };
+    let api = FakeApi::with(vec![map("green", "sv-a")], json!({"rack": "r1"}));
     with_agent("kube-first", api, None, |run| async move {
         run.until(5, "first publish", |r| r.api.writes().len() >= 3)
             .await;
@@ -39,6 +41,7 @@ fn first_publish_then_silence() {
             )
         };
         for w in &writes {
+            assert_eq!(w.method, "PATCH", "{w:?}");
             assert_eq!(
                 query(w),
                 (Some("surveyor-agent".into()), Some("true".into())),
@@ -46,14 +49,17 @@ fn first_publish_then_silence() {
             );
             assert!(!has_null(&w.body), "nulls in an apply body: {}", w.body);
         }
-        // 1. The NodeSurvey itself, metadata only.
+        // 1. The NodeSurvey itself: metadata, owned by its Node.
         assert_eq!(
             writes[0].path,
             "/apis/surveyor.dev/v1alpha1/nodesurveys/node1"
         );
         assert_eq!(
             writes[0].body,
-            json!({"apiVersion": "surveyor.dev/v1alpha1", "kind": "NodeSurvey", "metadata": {"name": "node1"}})
+            json!({"apiVersion": "surveyor.dev/v1alpha1", "kind": "NodeSurvey", "metadata": {
+                "name": "node1",
+                "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": "node1", "uid": node_uid(&run.api)}],
+            }})
         );
         // 2. Its status, through the status subresource.
         assert_eq!(
@@ -84,7 +90,7 @@ fn first_publish_then_silence() {
         // Nothing changes: nothing is written.
         tokio::time::sleep(Duration::from_millis(2500)).await;
         assert_eq!(run.api.writes().len(), 3, "{:#?}", run.api.writes());
-        // Reads are the two list+watch pairs only.
+        // Reads are the list and watch of maps, the Node and the NodeSurvey.
         let gets: Vec<String> = run
             .api
             .requests
@@ -94,16 +100,23 @@ fn first_publish_then_silence() {
             .filter(|r| r.method == "GET")
             .map(|r| r.path.clone())
             .collect();
-        assert!(gets.len() <= 4, "{gets:?}");
+        assert!(gets.len() <= 6, "{gets:?}");
+        // The NodeSurvey and Node are watched by name only.
+        for r in run.api.requests.lock().unwrap().iter() {
+            if r.path.ends_with("/nodes") || r.path.ends_with("/nodesurveys") {
+                assert_eq!(
+                    r.query.get("fieldSelector").map(String::as_str),
+                    Some("metadata.name=node1"),
+                    "{r:?}"
+                );
+            }
+        }
     });
 }
 
 #[test]
 fn a_burst_of_link_events_is_at_most_two_writes_ending_in_the_final_state() {
-    let api = FakeApi {
-        maps: vec![map("green", "sv-*")],
-        ..FakeApi::default()
-    };
+    let api = FakeApi::with(vec![map("green", "sv-*")], json!({}));
     with_agent("kube-burst", api, None, |run| async move {
         run.until(5, "first publish", |r| {
             r.api.writes_to("/status").len() == 1
@@ -140,10 +153,7 @@ fn a_burst_of_link_events_is_at_most_two_writes_ending_in_the_final_state() {
 
 #[test]
 fn network_map_events_re_resolve_and_move_node_labels() {
-    let api = FakeApi {
-        maps: vec![map("green", "sv-a")],
-        ..FakeApi::default()
-    };
+    let api = FakeApi::with(vec![map("green", "sv-a")], json!({}));
     with_agent("kube-labels", api, None, |run| async move {
         run.until(5, "first publish", |r| {
             r.api.writes_to("/nodes/node1").len() == 1
@@ -181,6 +191,10 @@ fn network_map_events_re_resolve_and_move_node_labels() {
             &json!({"network.surveyor.dev/red": "true"}),
             "server-side apply drops what we omit"
         );
+        assert_eq!(
+            run.api.get(NODES, "node1").unwrap()["metadata"]["labels"],
+            json!({"network.surveyor.dev/red": "true"})
+        );
 
         // A malformed map is refused, keeps red's last valid version, and
         // the NodeSurvey says so.
@@ -200,10 +214,7 @@ fn network_map_events_re_resolve_and_move_node_labels() {
 
 #[test]
 fn api_errors_and_timeouts_are_retried_while_the_snapshot_stays_current() {
-    let api = FakeApi {
-        maps: vec![map("green", "sv-*")],
-        ..FakeApi::default()
-    };
+    let api = FakeApi::with(vec![map("green", "sv-*")], json!({}));
     api.fail_writes.store(3, Ordering::SeqCst);
     api.hang_writes.store(1, Ordering::SeqCst);
     with_agent("kube-retry", api, None, |run| async move {
@@ -220,7 +231,9 @@ fn api_errors_and_timeouts_are_retried_while_the_snapshot_stays_current() {
         // One hang (timed out after 500 ms), three 500s, then success: the
         // writer backs off (0.5 s, 1 s, 2 s, scaled per node) and catches up.
         run.until(15, "the status is eventually written", |r| {
-            !r.api.writes_to("/status").is_empty()
+            r.api
+                .get(SURVEYS, "node1")
+                .is_some_and(|s| s["status"].is_object())
         })
         .await;
         let creates: Vec<Recorded> = run.api.writes_to("/nodesurveys/node1");
@@ -228,7 +241,7 @@ fn api_errors_and_timeouts_are_retried_while_the_snapshot_stays_current() {
             creates.len() >= 4,
             "every failed attempt is retried: {creates:#?}"
         );
-        let status = run.api.writes_to("/status").last().unwrap().body["status"].clone();
+        let status = &run.api.get(SURVEYS, "node1").unwrap()["status"];
         assert_eq!(
             status["networks"]["green"]["device"], "sv-b",
             "the catch-up write is the current state"
@@ -244,26 +257,210 @@ fn a_restart_with_the_api_down_resolves_from_maps_json_and_node_json() {
     let mut green = map("green", "sv-b");
     green["spec"]["nodeSelector"] = json!({"matchLabels": {"rack": "r1"}});
     let maps = json!({"apiVersion": "v1", "kind": "List", "items": [green]});
-    let node = json!({"node": "node1", "labels": {"rack": "r1"}});
-    with_agent("kube-down", api, Some((maps, node)), |run| async move {
-        run.until(5, "green from maps.json", |r| {
-            r.snapshot()["networks"]["green"]["device"] == "sv-b"
+    let node_json = json!({"node": "node1", "labels": {"rack": "r1"}});
+    with_agent(
+        "kube-down",
+        api,
+        Some((maps, node_json)),
+        |run| async move {
+            run.until(5, "green from maps.json", |r| {
+                r.snapshot()["networks"]["green"]["device"] == "sv-b"
+            })
+            .await;
+            let ready = &run.survey()["conditions"][0];
+            assert_eq!(
+                (ready["status"].as_str(), ready["reason"].as_str()),
+                (Some("False"), Some("NetworkMapsNotListed"))
+            );
+            // The API comes back, listing no maps: the list replaces the saved.
+            run.api.put(NODES, node("node1", json!({})));
+            run.api.down.store(false, Ordering::SeqCst);
+            run.until(30, "listed and published", |r| {
+                r.survey()["conditions"][0]["status"] == "True"
+            })
+            .await;
+            assert!(
+                run.snapshot()["networks"].get("green").is_none(),
+                "the API lists no maps now"
+            );
+        },
+    );
+}
+
+/// With `--maps` and an API that does not answer at start, the agent
+/// resolves from the directory (and says so), then switches to the API.
+#[test]
+fn an_unreachable_api_at_start_falls_back_to_the_maps_dir() {
+    let api = FakeApi::with(vec![map("red", "sv-b")], json!({}));
+    api.down.store(true, Ordering::SeqCst);
+    let green = support::lldp_map("green", "x").replace(
+        "match:\n    lldp:\n      systemName: \"x\"\n",
+        "match:\n    names: [sv-a]\n",
+    );
+    let options = Options {
+        fallback: Some(vec![("green.yaml".into(), green)]),
+        ..Options::default()
+    };
+    with_agent_opts("kube-fallback", api, options, |run| async move {
+        run.until(5, "green from --maps", |r| {
+            r.snapshot()["networks"]["green"]["device"] == "sv-a"
         })
         .await;
-        let ready = &run.survey()["conditions"][0];
         assert_eq!(
-            (ready["status"].as_str(), ready["reason"].as_str()),
-            (Some("False"), Some("NetworkMapsNotListed"))
+            run.survey()["conditions"][0]["reason"],
+            "NetworkMapsFromDir"
         );
-        // The API comes back: the list replaces the saved maps.
+        assert!(run.api.writes().is_empty(), "the API is not reached");
         run.api.down.store(false, Ordering::SeqCst);
-        run.until(30, "listed and published", |r| {
+        run.until(30, "the API's maps in force", |r| {
+            r.snapshot()["networks"]["red"]["device"] == "sv-b"
+                && r.snapshot()["networks"].get("green").is_none()
+        })
+        .await;
+        run.until(5, "Ready", |r| {
             r.survey()["conditions"][0]["status"] == "True"
         })
         .await;
-        assert!(
-            run.snapshot()["networks"].get("green").is_none(),
-            "the API lists no maps now"
+    });
+}
+
+/// What is in the API is compared with what should be: a NodeSurvey
+/// deleted by hand comes back, an edited status is written again, a
+/// re-created Node gets its owner reference and labels.
+#[test]
+fn drift_is_repaired() {
+    let api = FakeApi::with(vec![map("green", "sv-a")], json!({}));
+    with_agent("kube-drift", api, None, |run| async move {
+        run.until(5, "first publish", |r| {
+            r.api
+                .get(SURVEYS, "node1")
+                .is_some_and(|s| s["status"].is_object())
+        })
+        .await;
+        let good = run.api.get(SURVEYS, "node1").unwrap()["status"].clone();
+
+        run.api.delete(SURVEYS, "node1");
+        run.until(5, "re-created", |r| {
+            r.api
+                .get(SURVEYS, "node1")
+                .is_some_and(|s| s["status"] == good)
+        })
+        .await;
+
+        let mut edited = run.api.get(SURVEYS, "node1").unwrap();
+        edited["status"]["summary"]["interfaces"] = json!(99);
+        run.api.put(SURVEYS, edited);
+        run.until(5, "status put right", |r| {
+            r.api.get(SURVEYS, "node1").unwrap()["status"] == good
+        })
+        .await;
+
+        // The Node is deleted and joins again: a new UID.
+        let writes = run.api.writes().len();
+        run.api.delete(NODES, "node1");
+        run.api.put(NODES, node("node1", json!({})));
+        let uid = node_uid(&run.api);
+        run.until(5, "owner and labels again", |r| {
+            let s = r.api.get(SURVEYS, "node1").unwrap();
+            let n = r.api.get(NODES, "node1").unwrap();
+            s["metadata"]["ownerReferences"][0]["uid"] == uid
+                && n["metadata"]["labels"]["network.surveyor.dev/green"] == "true"
+        })
+        .await;
+        // And then it is quiet: repairs do not feed on themselves.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let after = run.api.writes().len();
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(
+            run.api.writes().len(),
+            after,
+            "{:#?}",
+            &run.api.writes()[writes..]
         );
     });
+}
+
+/// A node name that matches no Node: the agent says so (log, condition)
+/// and publishes without an owner, rather than never writing.
+#[test]
+fn a_node_name_matching_no_node_is_reported() {
+    let api = FakeApi::default();
+    api.put(support::fake_api::MAPS, map("green", "sv-a"));
+    let options = Options {
+        node_wait: Duration::from_secs(2),
+        ..Options::default()
+    };
+    with_agent_opts("kube-nonode", api, options, |run| async move {
+        run.until(10, "published without its Node", |r| {
+            r.api
+                .get(SURVEYS, "node1")
+                .is_some_and(|s| s["status"].is_object())
+        })
+        .await;
+        let s = run.api.get(SURVEYS, "node1").unwrap();
+        let ready = &s["status"]["conditions"][0];
+        assert_eq!(ready["reason"], "NodeNotFound");
+        assert!(ready["message"].as_str().unwrap().contains("NODE_NAME"));
+        assert!(s["metadata"].get("ownerReferences").is_none());
+        assert!(
+            run.api.writes_to("/nodes/node1").is_empty(),
+            "no Node to label"
+        );
+        // The Node appears: owner, labels, Ready.
+        run.api.put(NODES, node("node1", json!({})));
+        run.until(5, "owned and labelled", |r| {
+            let s = r.api.get(SURVEYS, "node1").unwrap();
+            s["metadata"]["ownerReferences"][0]["kind"] == "Node"
+                && s["status"]["conditions"][0]["status"] == "True"
+                && !r.api.writes_to("/nodes/node1").is_empty()
+        })
+        .await;
+    });
+}
+
+/// A restart with nothing changed on the node writes nothing but the
+/// labels it keeps, and never removes one.
+#[test]
+fn a_restart_with_nothing_changed_writes_no_status() {
+    let api = FakeApi::with(vec![map("green", "sv-a")], json!({}));
+    let node_ns = support::Netns::new("kube-restart");
+    let peer = support::Netns::new("kube-restart-p");
+    support::cable(&node_ns, "sv-a", &peer, "p0");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let first = api.clone();
+    run_agent(
+        &node_ns,
+        api.clone(),
+        Options::default(),
+        state.clone(),
+        |run| async move {
+            run.until(5, "published", |r| r.api.writes().len() >= 3)
+                .await;
+        },
+    );
+    let before = first.writes().len();
+    let status = first.get(SURVEYS, "node1").unwrap()["status"].clone();
+    run_agent(
+        &node_ns,
+        api,
+        Options::default(),
+        state,
+        move |run| async move {
+            tokio::time::sleep(Duration::from_millis(3000)).await;
+            let after: Vec<Recorded> = run.api.writes()[before..].to_vec();
+            assert!(
+                after.iter().all(|w| !w.path.ends_with("/status")),
+                "the same status written again: {after:#?}"
+            );
+            for w in &after {
+                assert_eq!(
+                    w.body["metadata"]["labels"],
+                    json!({"network.surveyor.dev/green": "true"}),
+                    "{w:?}"
+                );
+            }
+            assert_eq!(run.api.get(SURVEYS, "node1").unwrap()["status"], status);
+        },
+    );
 }

@@ -4,12 +4,28 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+/// Where the maps in force came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MapsFrom {
+    /// The maps directory (standalone).
+    #[default]
+    Dir,
+    /// A completed API list.
+    Api,
+    /// maps.json, until the API answers.
+    Saved,
+    /// The maps directory, until the API answers.
+    DirUntilApi,
+}
+
 /// What the conditions are computed from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Facts {
-    /// The maps in force came from their source (the maps directory, or a
-    /// completed API list), not only from maps.json.
-    pub maps_current: bool,
+    pub maps_from: MapsFrom,
+    /// The Node of this name has not appeared (cluster mode).
+    pub node_missing: Option<String>,
+    /// Why the state dir cannot be written, while it cannot.
+    pub state_error: Option<String>,
     pub networks_resolved: usize,
     pub lldp_enabled: bool,
     pub lldp_listening: usize,
@@ -21,22 +37,33 @@ pub struct Facts {
 }
 
 pub fn conditions(previous: &[Condition], facts: &Facts, now: &Time) -> Vec<Condition> {
-    let ready = if facts.maps_current {
-        (
+    let ready = match (&facts.node_missing, facts.maps_from) {
+        (Some(node), _) => (
+            "False",
+            "NodeNotFound",
+            format!(
+                "no Node named {node:?} exists: the agent's node name (--node-name, else NODE_NAME, else the hostname) must be its Node's name; the DaemonSet sets NODE_NAME from spec.nodeName"
+            ),
+        ),
+        (None, MapsFrom::Dir | MapsFrom::Api) => (
             "True",
             "Resolved",
             format!(
                 "{} network(s) resolved on this node",
                 facts.networks_resolved
             ),
-        )
-    } else {
-        (
+        ),
+        (None, MapsFrom::Saved) => (
             "False",
             "NetworkMapsNotListed",
             "resolving with the last NetworkMaps seen (maps.json) until the API answers"
                 .to_string(),
-        )
+        ),
+        (None, MapsFrom::DirUntilApi) => (
+            "False",
+            "NetworkMapsFromDir",
+            "resolving with the NetworkMaps of --maps until the API answers".to_string(),
+        ),
     };
     let lldp = match (facts.lldp_enabled, facts.lldp_listening) {
         (false, _) => (
@@ -58,7 +85,13 @@ pub fn conditions(previous: &[Condition], facts: &Facts, now: &Time) -> Vec<Cond
             ),
         ),
     };
-    let degraded = if !facts.malformed.is_empty() {
+    let degraded = if let Some(e) = &facts.state_error {
+        (
+            "True",
+            "StateDirUnwritable",
+            format!("{e}; the files there keep the last state written, retrying"),
+        )
+    } else if !facts.malformed.is_empty() {
         ("True", "MalformedNetworkMaps", facts.malformed.join("; "))
     } else if !facts.unresolved.is_empty() {
         (
@@ -115,7 +148,7 @@ mod tests {
     #[test]
     fn transitions_move_only_with_status_or_reason() {
         let facts = Facts {
-            maps_current: true,
+            maps_from: MapsFrom::Api,
             networks_resolved: 2,
             lldp_enabled: true,
             lldp_listening: 2,
@@ -157,12 +190,38 @@ mod tests {
             "MalformedNetworkMaps"
         );
         let cached = Facts {
-            maps_current: false,
+            maps_from: MapsFrom::Saved,
             lldp_enabled: false,
-            ..facts
+            ..facts.clone()
         };
         let c = conditions(&first, &cached, &at(600));
         assert_eq!(find(&c, "Ready").reason, "NetworkMapsNotListed");
         assert_eq!(find(&c, "LLDPActive").reason, "Disabled");
+        let from_dir = Facts {
+            maps_from: MapsFrom::DirUntilApi,
+            ..facts.clone()
+        };
+        assert_eq!(
+            find(&conditions(&c, &from_dir, &at(700)), "Ready").reason,
+            "NetworkMapsFromDir"
+        );
+        let lost = Facts {
+            node_missing: Some("nod01".into()),
+            state_error: Some(
+                "cannot write /run/surveyor/networks.json: No space left on device".into(),
+            ),
+            malformed: vec!["NetworkMap red: bad glob".into()],
+            ..facts
+        };
+        let c = conditions(&c, &lost, &at(800));
+        let ready = find(&c, "Ready");
+        assert_eq!(ready.reason, "NodeNotFound");
+        assert!(ready.message.contains("\"nod01\"") && ready.message.contains("NODE_NAME"));
+        let degraded = find(&c, "Degraded");
+        assert_eq!(
+            degraded.reason, "StateDirUnwritable",
+            "the state dir comes first"
+        );
+        assert!(degraded.message.contains("No space left"));
     }
 }

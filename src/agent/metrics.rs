@@ -43,6 +43,7 @@ pub struct Metrics {
     pub lldp_frames: Counter,
     pub lldp_rejected: Family<ReasonLabel, Counter>,
     pub snapshot_writes: Counter,
+    pub state_errors: Counter,
     ready: AtomicBool,
 }
 
@@ -66,6 +67,7 @@ impl Metrics {
             lldp_frames: Counter::default(),
             lldp_rejected: Family::default(),
             snapshot_writes: Counter::default(),
+            state_errors: Counter::default(),
             ready: AtomicBool::new(false),
         };
         let r = &mut m.registry;
@@ -114,6 +116,11 @@ impl Metrics {
             "snapshot_writes",
             "State dir files written",
             m.snapshot_writes.clone(),
+        );
+        r.register(
+            "state_write_errors",
+            "State dir writes that failed (disk full, read-only); retried",
+            m.state_errors.clone(),
         );
         m
     }

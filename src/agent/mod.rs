@@ -1,12 +1,21 @@
-//! The agent: one event loop over link events, LLDP neighbor changes and
-//! NetworkMap changes (a directory, or the API); after a short coalescing
-//! window it resolves every network, writes the state dir and, with a
-//! cluster, hands the NodeSurvey status and node labels to the writer.
+//! The agent: one event loop over link and address events, LLDP neighbor
+//! changes and NetworkMap changes (a directory, or the API); after a short
+//! coalescing window it resolves every network, writes the state dir and,
+//! with a cluster, hands the NodeSurvey to the writer task.
+//!
+//! It rides out what it can: a state dir that cannot be written (full,
+//! read-only) is retried with backoff while the old files stand; a maps
+//! directory that goes away means no maps until it is back; a failed link
+//! subscription is opened again. It stops on SIGTERM/SIGINT, or at start
+//! on an error it names.
 
 pub mod cluster;
 pub mod conditions;
+pub mod map_store;
 pub mod maps_dir;
 pub mod metrics;
+pub mod restore;
+pub mod writer;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -15,28 +24,39 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::runtime::watcher::Event;
+use kube::api::DynamicObject;
+use kube::runtime::watcher::{self, Event};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::crd::{NodeSurveyStatus, Summary};
 use crate::discovery::{Discovery, DiscoveryError};
-use crate::inventory::{Interface, neighbor_label};
+use crate::inventory::{Change, Interface, neighbor_label};
 use crate::lldp::Lldp;
 use crate::resolve::{self, Resolution};
-use crate::snapshot::{MapList, NodeLabels, Snapshot, SnapshotError, StateDir};
+use crate::snapshot::{MapList, NodeLabels, Snapshot, read_neighbors};
+use crate::state_dir::{StateDir, StateDirError};
 use crate::survey::SurveyFilter;
 
-use self::cluster::{Desired, MapEvents, MapStore, NodeEvents};
-use self::conditions::Facts;
-use self::maps_dir::{LoadedMap, MapsDir, MapsDirError};
+use self::cluster::{MapEvents, NodeEvents};
+use self::conditions::{Facts, MapsFrom};
+use self::map_store::MapStore;
+use self::maps_dir::{DirEvent, LoadedMap, MapsDir, MapsDirError};
 use self::metrics::{Metrics, ReasonLabel, StateLabel, catch_up};
+use self::writer::Desired;
 
 /// How long after the first change the agent waits for more before it
 /// resolves: long enough to take a burst as one write, short enough that a
 /// cable pull reaches the snapshot in milliseconds.
 pub const COALESCE: Duration = Duration::from_millis(5);
+/// How long a cluster-mode agent waits for its Node before it says so and
+/// publishes without it.
+pub const NODE_WAIT: Duration = Duration::from_secs(30);
+/// Retries of a state dir write: first after this, doubling to the max.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -45,7 +65,7 @@ pub enum AgentError {
     #[error(transparent)]
     Maps(#[from] MapsDirError),
     #[error(transparent)]
-    Snapshot(#[from] SnapshotError),
+    StateDir(#[from] StateDirError),
     #[error("invalid --node-labels entry {0:?}: expected key=value")]
     BadLabel(String),
 }
@@ -88,6 +108,11 @@ pub struct Cluster {
     pub node: NodeEvents,
     /// The writer task's input.
     pub desired: watch::Sender<Option<Desired>>,
+    /// `--maps`: resolve from this directory until the API lists the maps.
+    pub fallback: Option<MapsDir>,
+    /// How long to wait for the Node before saying it is missing
+    /// ([`NODE_WAIT`]).
+    pub node_wait: Duration,
 }
 
 /// What the agent knows and last published.
@@ -96,32 +121,87 @@ pub struct Agent {
     discovery: Discovery,
     lldp: Option<Lldp>,
     maps: Vec<LoadedMap>,
-    /// The maps came from their source, not only from maps.json.
-    maps_current: bool,
+    maps_from: MapsFrom,
     malformed: Vec<String>,
     state: StateDir,
+    /// Why the state dir could not be written, while it cannot.
+    state_error: Option<String>,
+    /// The neighbor table changed and is not saved yet.
+    neighbors_unsaved: bool,
     resolution: Resolution,
     conditions: Vec<Condition>,
     metrics: Arc<Metrics>,
 }
 
+/// The Node, as the Node watch shows it.
+#[derive(Debug, Default)]
+struct NodeSeen {
+    uid: Option<String>,
+    /// It has not appeared within [`NODE_WAIT`].
+    missing: bool,
+}
+
+/// The loop's inputs, one at a time.
+enum Input {
+    Stop,
+    Links(Result<Vec<Change>, DiscoveryError>),
+    LinksRetry,
+    Neighbors(Vec<u32>),
+    Dir(DirEvent),
+    DirDeadline,
+    Maps(Box<Result<Event<DynamicObject>, watcher::Error>>),
+    Node(Box<Result<Event<Node>, watcher::Error>>),
+    Publish,
+    NodeWait,
+}
+
+/// What the loop waits on besides the agent's own sources.
+struct Inputs {
+    dir: Option<MapsDir>,
+    dir_events: Option<mpsc::UnboundedReceiver<DirEvent>>,
+    store: Option<MapStore>,
+    map_events: Option<MapEvents>,
+    node_events: Option<NodeEvents>,
+    desired: Option<watch::Sender<Option<Desired>>>,
+    node: NodeSeen,
+    node_wait: Option<Instant>,
+    /// The coalescing window's end.
+    due: Option<Instant>,
+    /// A state dir write failed: when to try again, and the next delay.
+    retry: Option<(Instant, Duration)>,
+    /// The link subscription failed: when to open it again.
+    links_retry: Option<Instant>,
+}
+
 impl Agent {
-    /// Starts discovery (and LLDP) and opens the state dir.
+    /// Starts discovery (and LLDP), takes the state dir and puts back what
+    /// it remembers: the LLDP neighbors, the conditions.
     pub async fn start(config: Config, metrics: Arc<Metrics>) -> Result<Self, AgentError> {
-        let discovery = Discovery::watch(config.filter.clone()).await?;
+        // The lock first: a second agent must not even listen.
         let state = StateDir::open(&config.state_dir)?;
+        let discovery = Discovery::watch(config.filter.clone()).await?;
+        let conditions = state.survey().map(|s| s.conditions).unwrap_or_default();
         let mut agent = Agent {
             lldp: config.lldp.then(Lldp::new),
             config,
             discovery,
             maps: Vec::new(),
-            maps_current: false,
+            maps_from: MapsFrom::Dir,
             malformed: Vec::new(),
             state,
+            state_error: None,
+            neighbors_unsaved: false,
             resolution: Resolution::new(),
-            conditions: Vec::new(),
+            conditions,
             metrics,
         };
+        if let (Some(lldp), Ok(saved)) = (&mut agent.lldp, read_neighbors(agent.state.path())) {
+            let interfaces = agent.discovery.interfaces();
+            let n = restore::restore(saved, &agent.config.node, lldp, &interfaces);
+            if n > 0 {
+                tracing::info!("restored {n} LLDP neighbor(s) from neighbors.json");
+            }
+        }
         agent.follow_links();
         Ok(agent)
     }
@@ -144,7 +224,9 @@ impl Agent {
                     .discovery
                     .surveyed(ifindex)
                     .map_or("?", |i| i.name.as_str());
-                tracing::info!("{name}: LLDP neighbor forgotten (link down or gone)");
+                tracing::info!(
+                    "{name}: LLDP neighbor forgotten (link down or gone: the cable may have moved)"
+                );
             }
         }
     }
@@ -160,8 +242,10 @@ impl Agent {
 
     /// Resolves every network, writes what changed to the state dir and
     /// returns what the API should show. Logs each network whose
-    /// resolution moved, and why.
-    pub fn publish(&mut self) -> Result<Desired, AgentError> {
+    /// resolution moved, and why. A state dir that cannot be written is
+    /// reported (`Err`, the reason kept for the conditions) and retried by
+    /// the caller.
+    pub fn publish(&mut self, node_missing: Option<&str>) -> (Desired, Result<(), String>) {
         let mut interfaces = self.interfaces();
         let maps = self.maps.iter().map(|m| &m.compiled);
         let resolution =
@@ -179,7 +263,9 @@ impl Agent {
             }
         }
         let facts = Facts {
-            maps_current: self.maps_current,
+            maps_from: self.maps_from,
+            node_missing: node_missing.map(str::to_string),
+            state_error: self.state_error.clone(),
             networks_resolved: resolution.values().filter(|r| r.device.is_some()).count(),
             lldp_enabled: self.lldp.is_some(),
             lldp_listening: self.lldp.as_ref().map_or(0, |l| l.listening().count()),
@@ -191,12 +277,9 @@ impl Agent {
                 .map(|(n, _)| n.clone())
                 .collect(),
         };
-        let now = Time(k8s_openapi::jiff::Timestamp::now());
-        self.conditions = conditions::conditions(&self.conditions, &facts, &now);
+        self.conditions = conditions::conditions(&self.conditions, &facts, &now());
         let status = status(interfaces, &resolution, self.conditions.clone());
-        let maps = MapList::new(self.maps.iter().map(|m| m.map.clone()).collect());
-        self.state
-            .publish(Snapshot::of(&self.config.node, &resolution), &status, &maps)?;
+        let written = self.write_state(&resolution, &status);
         self.record(&status, &facts);
         let networks = resolution
             .iter()
@@ -204,7 +287,56 @@ impl Agent {
             .map(|(n, _)| n.clone())
             .collect();
         self.resolution = resolution;
-        Ok(Desired { status, networks })
+        let desired = Desired {
+            status,
+            networks,
+            node_uid: None,
+        };
+        (desired, written)
+    }
+
+    /// Writes the state dir; `Err` with why when it cannot.
+    fn write_state(
+        &mut self,
+        resolution: &Resolution,
+        status: &NodeSurveyStatus,
+    ) -> Result<(), String> {
+        let maps = MapList::new(self.maps.iter().map(|m| m.map.clone()).collect());
+        let snapshot = Snapshot::of(&self.config.node, resolution);
+        let mut result = self.state.publish(snapshot, status, &maps).map(|_| ());
+        if result.is_ok() {
+            self.neighbors_unsaved |= self.lldp.as_mut().is_some_and(Lldp::take_dirty);
+            if self.neighbors_unsaved {
+                result = self.save_neighbors();
+            }
+        }
+        match result {
+            Ok(()) => {
+                if let Some(e) = self.state_error.take() {
+                    tracing::info!("the state dir is written again (it was not: {e})");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                self.metrics.state_errors.inc();
+                if self.state_error.as_deref() != Some(&reason) {
+                    tracing::warn!("{reason}: keeping the last good files, retrying");
+                }
+                self.state_error = Some(reason.clone());
+                Err(reason)
+            }
+        }
+    }
+
+    fn save_neighbors(&mut self) -> Result<(), crate::snapshot::SnapshotError> {
+        let Some(lldp) = &self.lldp else {
+            return Ok(());
+        };
+        let saved = restore::save(&self.config.node, lldp, &self.discovery.interfaces());
+        self.state.save_neighbors(&saved)?;
+        self.neighbors_unsaved = false;
+        Ok(())
     }
 
     fn record(&self, status: &NodeSurveyStatus, facts: &Facts) {
@@ -242,40 +374,8 @@ impl Agent {
         source: Source,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), AgentError> {
-        let (mut dir, cluster) = match source {
-            Source::Dir(dir) => (Some(dir), None),
-            Source::Cluster(cluster) => (None, Some(cluster)),
-        };
-        // Taken apart so each watch is borrowed on its own in the loop.
-        let (mut store, mut map_events, mut node_events, desired) = match cluster {
-            Some(c) => (Some(c.store), Some(c.maps), Some(c.node), Some(c.desired)),
-            None => (None, None, None, None),
-        };
-        // The API hears from this agent only once it knows the maps and the
-        // node's labels: a half-informed status (say, from before the list
-        // came in) would flap the node's labels on every restart.
-        let mut node_seen = false;
-        // Keep the inotify watcher alive as long as the loop.
-        let (_watcher, mut dir_events) = match &dir {
-            Some(d) => {
-                let (w, rx) = d.watch()?;
-                (Some(w), Some(rx))
-            }
-            None => (None, None),
-        };
-        if let Some(d) = &dir {
-            self.maps = d.maps();
-            self.malformed = d
-                .errors()
-                .iter()
-                .map(|(p, e)| format!("{}: {e}", p.display()))
-                .collect();
-            self.maps_current = true;
-        }
-        if let Some(store) = &store {
-            self.maps = store.maps();
-        }
-        self.publish_to(None)?;
+        let mut inputs = self.inputs(source)?;
+        self.publish_to(&mut inputs);
         tracing::info!(
             "surveying node {}: {} interfaces, {} networks mapped, state in {}",
             self.config.node,
@@ -284,101 +384,302 @@ impl Agent {
             self.state.path().display()
         );
         tokio::pin!(shutdown);
-        let mut due: Option<Instant> = None;
         loop {
-            let deadline = due;
-            tokio::select! {
-                () = &mut shutdown => {
-                    tracing::info!("stopping");
-                    return Ok(());
-                }
-                changes = self.discovery.changes() => {
-                    for change in changes? {
-                        tracing::info!("{change}");
-                    }
-                    self.follow_links();
-                }
-                changed = lldp_changes(&mut self.lldp) => {
+            let input = self.next(&mut inputs, shutdown.as_mut()).await;
+            let changed = match input {
+                Input::Stop => break,
+                Input::Links(changes) => self.on_links(changes, &mut inputs),
+                Input::LinksRetry => self.on_links_retry(&mut inputs).await,
+                Input::Neighbors(changed) => {
                     for ifindex in changed {
                         self.log_neighbor(ifindex);
                     }
+                    true
                 }
-                Some(()) = recv(&mut dir_events) => {
-                    let Some(dir) = &mut dir else { continue };
-                    if let Some(rx) = &mut dir_events {
-                        while rx.try_recv().is_ok() {}
+                Input::Dir(event) => self.on_dir(Some(event), &mut inputs),
+                Input::DirDeadline => self.on_dir(None, &mut inputs),
+                Input::Maps(event) => self.on_maps(*event, &mut inputs),
+                Input::Node(event) => self.on_node(*event, &mut inputs),
+                Input::NodeWait => {
+                    inputs.node_wait = None;
+                    if inputs.node.uid.is_none() {
+                        inputs.node.missing = true;
+                        tracing::warn!(
+                            "no Node named {:?} has appeared: is the node name right (--node-name, else NODE_NAME, else the hostname)? Publishing the NodeSurvey without its Node meanwhile",
+                            self.config.node
+                        );
                     }
-                    let changed = dir.reload()?;
-                    self.malformed = dir.errors().iter().map(|(p, e)| format!("{}: {e}", p.display())).collect();
-                    if changed {
-                        self.maps = dir.maps();
-                    }
+                    true
                 }
-                Some(event) = next(map_events.as_mut()) => {
-                    let Some(store) = &mut store else { continue };
-                    match event {
-                        Ok(event) => {
-                            if store.apply(event) {
-                                self.maps = store.maps();
-                            }
-                            self.malformed = store.malformed();
-                            self.maps_current = store.listed();
-                        }
-                        Err(e) => {
-                            self.metrics.api_errors.inc();
-                            tracing::warn!("NetworkMap watch: {e}; resolving with the maps last seen");
-                            continue;
-                        }
-                    }
+                Input::Publish => {
+                    inputs.due = None;
+                    self.publish_to(&mut inputs);
+                    false
                 }
-                Some(event) = next(node_events.as_mut()) => {
-                    match event {
-                        Ok(Event::Apply(node) | Event::InitApply(node)) => {
-                            let labels = cluster::selector_labels(&node);
-                            let first = !node_seen;
-                            node_seen = true;
-                            if labels == self.config.labels && !first {
-                                continue;
-                            }
-                            tracing::info!("node labels: {labels:?}");
-                            let saved = NodeLabels { node: self.config.node.clone(), labels: labels.clone() };
-                            self.state.save_labels(&saved)?;
-                            self.config.labels = labels;
-                        }
-                        Ok(_) => continue,
-                        Err(e) => {
-                            self.metrics.api_errors.inc();
-                            tracing::warn!("Node watch: {e}");
-                            continue;
-                        }
-                    }
-                }
-                () = sleep_until(deadline) => {
-                    due = None;
-                    let informed = node_seen && store.as_ref().is_some_and(MapStore::listed);
-                    self.publish_to(desired.as_ref().filter(|_| informed))?;
-                    continue;
-                }
+            };
+            if changed {
+                inputs.due.get_or_insert_with(|| Instant::now() + COALESCE);
             }
-            due.get_or_insert_with(|| Instant::now() + COALESCE);
+        }
+        tracing::info!("stopping");
+        // A rollout restarts every agent: leave the neighbors with their
+        // expiries as they stand, so the next one resolves as this one did.
+        if self.lldp.is_some() {
+            if let Err(e) = self.save_neighbors() {
+                tracing::warn!("cannot save the LLDP neighbors on the way out: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the loop up for `source`: the maps to start from, watches.
+    fn inputs(&mut self, source: Source) -> Result<Inputs, AgentError> {
+        let mut inputs = Inputs {
+            dir: None,
+            dir_events: None,
+            store: None,
+            map_events: None,
+            node_events: None,
+            desired: None,
+            node: NodeSeen::default(),
+            node_wait: None,
+            due: None,
+            retry: None,
+            links_retry: None,
+        };
+        let dir = match source {
+            Source::Dir(dir) => {
+                self.maps_from = MapsFrom::Dir;
+                Some(dir)
+            }
+            Source::Cluster(c) => {
+                self.maps = c.store.maps();
+                self.maps_from = MapsFrom::Saved;
+                inputs.store = Some(c.store);
+                inputs.map_events = Some(c.maps);
+                inputs.node_events = Some(c.node);
+                inputs.desired = Some(c.desired);
+                inputs.node_wait = Some(Instant::now() + c.node_wait);
+                if c.fallback.is_some() {
+                    self.maps_from = MapsFrom::DirUntilApi;
+                    tracing::info!(
+                        "resolving with the maps of --maps until the API lists the NetworkMaps"
+                    );
+                }
+                c.fallback
+            }
+        };
+        if let Some(mut dir) = dir {
+            inputs.dir_events = Some(dir.watch()?);
+            self.take_dir(&dir);
+            inputs.dir = Some(dir);
+        }
+        Ok(inputs)
+    }
+
+    fn take_dir(&mut self, dir: &MapsDir) {
+        self.maps = dir.maps();
+        self.malformed = dir
+            .errors()
+            .iter()
+            .map(|(p, e)| format!("{}: {e}", p.display()))
+            .collect();
+    }
+
+    /// The next input: one select over every source.
+    async fn next(
+        &mut self,
+        inputs: &mut Inputs,
+        shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Input {
+        let publish_at = [inputs.due, inputs.retry.map(|(at, _)| at)]
+            .into_iter()
+            .flatten()
+            .min();
+        let dir_deadline = inputs.dir.as_ref().and_then(MapsDir::next_deadline);
+        let links_ok = inputs.links_retry.is_none();
+        tokio::select! {
+            () = shutdown => Input::Stop,
+            changes = self.discovery.changes(), if links_ok => Input::Links(changes),
+            () = sleep_until(inputs.links_retry) => Input::LinksRetry,
+            changed = lldp_changes(&mut self.lldp) => Input::Neighbors(changed),
+            Some(event) = recv(&mut inputs.dir_events) => Input::Dir(event),
+            () = sleep_until(dir_deadline) => Input::DirDeadline,
+            Some(event) = next(inputs.map_events.as_mut()) => Input::Maps(Box::new(event)),
+            Some(event) = next(inputs.node_events.as_mut()) => Input::Node(Box::new(event)),
+            () = sleep_until(publish_at) => Input::Publish,
+            () = sleep_until(inputs.node_wait) => Input::NodeWait,
         }
     }
 
-    fn publish_to(
+    fn on_links(
         &mut self,
-        writer: Option<&watch::Sender<Option<Desired>>>,
-    ) -> Result<(), AgentError> {
-        let desired = self.publish()?;
-        if let Some(writer) = writer {
-            writer.send_if_modified(|current| {
-                let changed = current.as_ref() != Some(&desired);
-                if changed {
-                    *current = Some(desired);
+        changes: Result<Vec<Change>, DiscoveryError>,
+        inputs: &mut Inputs,
+    ) -> bool {
+        match changes {
+            Ok(changes) => {
+                for change in changes {
+                    tracing::info!("{change}");
                 }
-                changed
-            });
+                self.follow_links();
+                true
+            }
+            Err(e) => {
+                tracing::warn!("link events: {e}; subscribing again in 1s");
+                inputs.links_retry = Some(Instant::now() + Duration::from_secs(1));
+                false
+            }
         }
-        Ok(())
+    }
+
+    async fn on_links_retry(&mut self, inputs: &mut Inputs) -> bool {
+        inputs.links_retry = None;
+        match self.discovery.resubscribe().await {
+            Ok(()) => {
+                tracing::info!("link events subscribed again");
+                self.follow_links();
+                true
+            }
+            Err(e) => {
+                tracing::warn!("cannot subscribe to link events ({e}); trying again in 5s");
+                inputs.links_retry = Some(Instant::now() + Duration::from_secs(5));
+                false
+            }
+        }
+    }
+
+    /// A maps directory event (or, with `None`, an emptied file's grace
+    /// running out).
+    fn on_dir(&mut self, event: Option<DirEvent>, inputs: &mut Inputs) -> bool {
+        let Some(dir) = &mut inputs.dir else {
+            return false;
+        };
+        let mut changed = match event {
+            Some(event) => dir.handle(event),
+            None => dir.deadline_passed(Instant::now()),
+        };
+        // Take the rest of a burst now.
+        if let Some(rx) = &mut inputs.dir_events {
+            while let Ok(event) = rx.try_recv() {
+                changed |= dir.handle(event);
+            }
+        }
+        let dir = &*dir;
+        self.take_dir(dir);
+        changed
+    }
+
+    fn on_maps(
+        &mut self,
+        event: Result<Event<DynamicObject>, watcher::Error>,
+        inputs: &mut Inputs,
+    ) -> bool {
+        let Some(store) = &mut inputs.store else {
+            return false;
+        };
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                self.metrics.api_errors.inc();
+                tracing::warn!("NetworkMap watch: {e}; resolving with the maps last seen");
+                return false;
+            }
+        };
+        let changed = store.apply(event);
+        if store.listed() && self.maps_from != MapsFrom::Api {
+            if inputs.dir.take().is_some() {
+                inputs.dir_events = None;
+                tracing::info!("the API answered: NetworkMaps come from it now, not --maps");
+            }
+            self.maps_from = MapsFrom::Api;
+            self.maps = store.maps();
+            self.malformed = store.malformed();
+            return true;
+        }
+        if self.maps_from == MapsFrom::DirUntilApi {
+            return false;
+        }
+        if changed {
+            self.maps = store.maps();
+        }
+        let malformed = store.malformed();
+        let degraded = malformed != self.malformed;
+        self.malformed = malformed;
+        changed || degraded
+    }
+
+    fn on_node(&mut self, event: Result<Event<Node>, watcher::Error>, inputs: &mut Inputs) -> bool {
+        match event {
+            Ok(Event::Apply(node) | Event::InitApply(node)) => {
+                let labels = cluster::selector_labels(&node);
+                let uid = node.metadata.uid.clone();
+                let first = inputs.node.uid.is_none();
+                if inputs.node.missing {
+                    tracing::info!("Node {} appeared", self.config.node);
+                }
+                inputs.node.missing = false;
+                let moved = inputs.node.uid != uid;
+                inputs.node.uid = uid;
+                if labels == self.config.labels && !first && !moved {
+                    return false;
+                }
+                if labels != self.config.labels {
+                    tracing::info!("node labels: {labels:?}");
+                }
+                let saved = NodeLabels {
+                    node: self.config.node.clone(),
+                    labels: labels.clone(),
+                };
+                if let Err(e) = self.state.save_labels(&saved) {
+                    tracing::warn!("cannot save the Node's labels: {e}");
+                }
+                self.config.labels = labels;
+                true
+            }
+            Ok(Event::Delete(_)) => {
+                tracing::warn!("Node {} was deleted", self.config.node);
+                inputs.node.uid = None;
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                self.metrics.api_errors.inc();
+                tracing::warn!("Node watch: {e}");
+                false
+            }
+        }
+    }
+
+    /// Publishes, and hands the result to the writer once the API may hear
+    /// it: after the maps are listed and the Node seen (or waited for), so a
+    /// restart never publishes a half-informed status (which would flap
+    /// the node's labels).
+    fn publish_to(&mut self, inputs: &mut Inputs) {
+        let missing = inputs.node.missing.then(|| self.config.node.clone());
+        let (mut desired, written) = self.publish(missing.as_deref());
+        match written {
+            Ok(()) => inputs.retry = None,
+            Err(_) => {
+                let delay = inputs
+                    .retry
+                    .map_or(RETRY_FIRST, |(_, d)| (d * 2).min(RETRY_MAX));
+                inputs.retry = Some((Instant::now() + delay, delay));
+            }
+        }
+        let informed = inputs.store.as_ref().is_some_and(MapStore::listed)
+            && (inputs.node.uid.is_some() || inputs.node.missing);
+        let Some(writer) = inputs.desired.as_ref().filter(|_| informed) else {
+            return;
+        };
+        desired.node_uid = inputs.node.uid.clone();
+        writer.send_if_modified(|current| {
+            let changed = current.as_ref() != Some(&desired);
+            if changed {
+                *current = Some(desired);
+            }
+            changed
+        });
     }
 
     fn log_neighbor(&self, ifindex: u32) {
@@ -393,6 +694,13 @@ impl Agent {
     }
 }
 
+/// Now, to the second: what the API keeps of a condition's time, so what
+/// is compared is what is written.
+fn now() -> Time {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
+}
+
 async fn lldp_changes(lldp: &mut Option<Lldp>) -> Vec<u32> {
     match lldp {
         Some(lldp) => lldp.changes().await,
@@ -400,7 +708,7 @@ async fn lldp_changes(lldp: &mut Option<Lldp>) -> Vec<u32> {
     }
 }
 
-async fn recv(rx: &mut Option<mpsc::UnboundedReceiver<()>>) -> Option<()> {
+async fn recv<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -468,5 +776,11 @@ mod tests {
                 .contains("\"rack\"")
         );
         assert!(parse_labels("=x").is_err());
+    }
+
+    #[test]
+    fn condition_times_are_whole_seconds() {
+        let t = now();
+        assert_eq!(t.0.subsec_nanosecond(), 0);
     }
 }

@@ -8,9 +8,10 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::SurveyArgs;
-use crate::agent::cluster::{self, Pace};
+use crate::agent::cluster;
 use crate::agent::maps_dir::MapsDir;
 use crate::agent::metrics::{self, Metrics};
+use crate::agent::writer::{Pace, spawn_publisher};
 use crate::agent::{Agent, Cluster, Config, Source, parse_labels};
 use crate::node::node_name;
 use crate::snapshot::DEFAULT_STATE_DIR;
@@ -23,8 +24,9 @@ pub struct AgentArgs {
     /// Where networks.json, survey.json and maps.json are kept.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
-    /// A directory of NetworkMap YAML/JSON files (standalone mode); re-read
-    /// whenever it changes.
+    /// A directory of NetworkMap YAML/JSON files, re-read when a file in it
+    /// is rewritten. Standalone: the maps. With a cluster: the maps until
+    /// the API lists them.
     #[arg(long, value_name = "DIR")]
     pub maps: Option<PathBuf>,
     /// Run without a cluster: maps from --maps, results to --state-dir only.
@@ -76,8 +78,9 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Standalone with `--standalone`, or with `--maps` when no cluster can be
-/// reached; otherwise the cluster.
+/// Standalone with `--standalone`, or with `--maps` when there is no
+/// cluster configuration; otherwise the cluster (with `--maps`, its maps
+/// until the API lists the NetworkMaps).
 async fn source(
     args: &AgentArgs,
     config: &mut Config,
@@ -89,7 +92,7 @@ async fn source(
     let client = match cluster::connect(args.kubeconfig.as_deref()).await {
         Ok(client) => client,
         Err(e) if args.maps.is_some() && args.kubeconfig.is_none() => {
-            tracing::info!("no cluster ({e}); running standalone with --maps");
+            tracing::info!("no cluster configuration ({e}); running standalone with --maps");
             return standalone(args);
         }
         Err(e) => {
@@ -102,18 +105,22 @@ async fn source(
         config.labels = labels;
     }
     let (desired, rx) = tokio::sync::watch::channel(None);
-    cluster::spawn_publisher(
+    spawn_publisher(
         client.clone(),
         config.node.clone(),
         rx,
         metrics.clone(),
         Pace::default(),
     );
+    // The API may not answer yet (or ever): --maps serves meanwhile.
+    let fallback = args.maps.as_ref().map(MapsDir::open).transpose()?;
     Ok(Source::Cluster(Cluster {
         store,
         maps: cluster::watch_maps(client.clone()),
         node: cluster::watch_node(client, &config.node),
         desired,
+        fallback,
+        node_wait: crate::agent::NODE_WAIT,
     }))
 }
 

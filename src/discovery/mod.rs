@@ -98,6 +98,14 @@ impl Discovery {
         Ok(discovery)
     }
 
+    /// Subscribes again (after the event socket failed) and re-reads every
+    /// link: changes meanwhile reach [`Discovery::changes`].
+    pub async fn resubscribe(&mut self) -> Result<(), DiscoveryError> {
+        self.events = Some(EventSocket::subscribe(netlink::EVENT_RCVBUF)?);
+        self.pending.clear();
+        self.resync().await
+    }
+
     pub fn inventory(&self) -> &Inventory {
         &self.inventory
     }

@@ -1,9 +1,13 @@
 //! A fake Kubernetes API server for kube's `Client::new` over a tower-test
-//! mock: it answers the agent's lists, watches and patches and records
-//! every request, so tests and benchmarks can assert and count them. And a
+//! mock. It keeps objects (NetworkMaps, NodeSurveys, Nodes, Leases, ...)
+//! with resource versions, answers lists, watches (with events from a
+//! given resource version on), gets, server-side apply (labels and owner
+//! references owned per field manager, the status subresource apart),
+//! creates, replaces with optimistic concurrency, and deletes; it records
+//! every request so tests and benchmarks assert and count them. And a
 //! harness running the cluster-mode agent against it in a namespace.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,14 +15,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt as _;
+use futures::channel::mpsc::{UnboundedSender, unbounded};
 use http::{Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full, StreamBody};
 use kube::Client;
 use serde_json::{Value, json};
-use surveyor::agent::cluster::{self, Pace};
+use surveyor::agent::cluster;
 use surveyor::agent::metrics::Metrics;
+use surveyor::agent::writer::{Pace, spawn_publisher};
 use surveyor::agent::{Agent, Cluster, Config, Source};
 use surveyor::survey::SurveyFilter;
 
@@ -26,7 +32,20 @@ use super::{Netns, cable};
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
-/// One request the agent made.
+pub const MAPS: &str = "/apis/surveyor.dev/v1alpha1/networkmaps";
+pub const SURVEYS: &str = "/apis/surveyor.dev/v1alpha1/nodesurveys";
+pub const NODES: &str = "/api/v1/nodes";
+pub const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/surveyor/leases";
+
+/// The collections served, with their list kinds.
+const COLLECTIONS: &[(&str, &str, &str)] = &[
+    (MAPS, "surveyor.dev/v1alpha1", "NetworkMapList"),
+    (SURVEYS, "surveyor.dev/v1alpha1", "NodeSurveyList"),
+    (NODES, "v1", "NodeList"),
+    (LEASES, "coordination.k8s.io/v1", "LeaseList"),
+];
+
+/// One request a client made.
 #[derive(Clone, Debug)]
 pub struct Recorded {
     pub method: String,
@@ -35,29 +54,194 @@ pub struct Recorded {
     pub body: Value,
 }
 
+#[derive(Default)]
+struct Collection {
+    objects: BTreeMap<String, Value>,
+    /// Every change: (resource version, event type, object).
+    log: Vec<(u64, &'static str, Value)>,
+    watchers: Vec<(Option<String>, UnboundedSender<Value>)>,
+    /// Per object, per field manager: the label keys it applied, and
+    /// whether it applied owner references.
+    owned: BTreeMap<String, BTreeMap<String, (BTreeSet<String>, bool)>>,
+}
+
+#[derive(Default)]
+struct Store {
+    rv: u64,
+    uids: u64,
+    collections: BTreeMap<&'static str, Collection>,
+}
+
+impl Store {
+    fn new() -> Self {
+        let mut s = Store::default();
+        for (path, _, _) in COLLECTIONS {
+            s.collections.insert(path, Collection::default());
+        }
+        s
+    }
+
+    /// Stores `obj` (new resource version; a uid and creation time when
+    /// new) and tells the watchers.
+    fn commit(&mut self, collection: &'static str, mut obj: Value) -> Value {
+        self.rv += 1;
+        let rv = self.rv;
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let c = self
+            .collections
+            .get_mut(collection)
+            .expect("known collection");
+        let kind = if c.objects.contains_key(&name) {
+            "MODIFIED"
+        } else {
+            self.uids += 1;
+            if obj["metadata"]["uid"].is_null() {
+                obj["metadata"]["uid"] = json!(format!("uid-{}-{}", name, self.uids));
+            }
+            obj["metadata"]["creationTimestamp"] = json!("2026-12-01T00:00:00Z");
+            "ADDED"
+        };
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        c.objects.insert(name.clone(), obj.clone());
+        c.log.push((rv, kind, obj.clone()));
+        notify(c, &name, kind, &obj);
+        obj
+    }
+
+    fn remove(&mut self, collection: &'static str, name: &str) -> Option<Value> {
+        self.rv += 1;
+        let rv = self.rv;
+        let c = self
+            .collections
+            .get_mut(collection)
+            .expect("known collection");
+        let mut obj = c.objects.remove(name)?;
+        c.owned.remove(name);
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        c.log.push((rv, "DELETED", obj.clone()));
+        notify(c, name, "DELETED", &obj);
+        Some(obj)
+    }
+}
+
+fn notify(c: &mut Collection, name: &str, kind: &str, obj: &Value) {
+    c.watchers.retain(|(only, tx)| {
+        if only.as_deref().is_some_and(|n| n != name) {
+            return !tx.is_closed();
+        }
+        tx.unbounded_send(json!({"type": kind, "object": obj}))
+            .is_ok()
+    });
+}
+
 /// The fake API server's knobs and its record.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct FakeApi {
     pub requests: Arc<Mutex<Vec<Recorded>>>,
-    /// The open NetworkMap watch, to push events into.
-    pub map_watch: Arc<Mutex<Option<futures::channel::mpsc::UnboundedSender<Value>>>>,
+    store: Arc<Mutex<Store>>,
     /// Answer the next N writes with 500.
     pub fail_writes: Arc<AtomicU32>,
     /// Never answer the next N writes.
     pub hang_writes: Arc<AtomicU32>,
     /// 503 for everything.
     pub down: Arc<AtomicBool>,
-    pub maps: Vec<Value>,
-    pub node_labels: Value,
+}
+
+impl Default for FakeApi {
+    fn default() -> Self {
+        FakeApi {
+            requests: Arc::default(),
+            store: Arc::new(Mutex::new(Store::new())),
+            fail_writes: Arc::default(),
+            hang_writes: Arc::default(),
+            down: Arc::default(),
+        }
+    }
+}
+
+/// A Node object.
+pub fn node(name: &str, labels: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}})
+}
+
+pub fn map(name: &str, glob: &str) -> Value {
+    json!({"apiVersion": "surveyor.dev/v1alpha1", "kind": "NetworkMap",
+        "metadata": {"name": name}, "spec": {"match": {"names": [glob]}}})
 }
 
 impl FakeApi {
+    /// An API with these maps and Node `node1` carrying `labels`.
+    pub fn with(maps: Vec<Value>, labels: Value) -> FakeApi {
+        let api = FakeApi::default();
+        for m in maps {
+            api.put(MAPS, m);
+        }
+        api.put(NODES, node("node1", labels));
+        api
+    }
+
+    /// Creates or replaces an object, as an admin's `kubectl apply` would.
+    pub fn put(&self, collection: &'static str, obj: Value) -> Value {
+        let mut store = self.store.lock().unwrap();
+        let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+        let mut obj = obj;
+        if let Some(old) = store.collections[collection].objects.get(&name) {
+            // Keep what the server owns.
+            for k in ["uid", "creationTimestamp"] {
+                obj["metadata"][k] = old["metadata"][k].clone();
+            }
+            let generation = old["metadata"]["generation"].as_u64().unwrap_or(1);
+            let spec_changed = old.get("spec") != obj.get("spec");
+            obj["metadata"]["generation"] = json!(generation + u64::from(spec_changed));
+        } else {
+            obj["metadata"]["generation"] = json!(1);
+        }
+        store.commit(collection, obj)
+    }
+
+    /// Deletes an object, as `kubectl delete` would.
+    pub fn delete(&self, collection: &'static str, name: &str) -> Option<Value> {
+        self.store.lock().unwrap().remove(collection, name)
+    }
+
+    /// The object as the server holds it now.
+    pub fn get(&self, collection: &'static str, name: &str) -> Option<Value> {
+        self.store.lock().unwrap().collections[collection]
+            .objects
+            .get(name)
+            .cloned()
+    }
+
+    /// Every object of a collection.
+    pub fn list(&self, collection: &'static str) -> Vec<Value> {
+        self.store.lock().unwrap().collections[collection]
+            .objects
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Pushes a NetworkMap change (`ADDED`, `MODIFIED`, `DELETED`).
+    pub fn push(&self, kind: &str, obj: Value) {
+        match kind {
+            "DELETED" => {
+                self.delete(MAPS, obj["metadata"]["name"].as_str().unwrap());
+            }
+            _ => {
+                self.put(MAPS, obj);
+            }
+        }
+    }
+
     pub fn writes(&self) -> Vec<Recorded> {
         self.requests
             .lock()
             .unwrap()
             .iter()
-            .filter(|r| r.method == "PATCH")
+            .filter(|r| matches!(r.method.as_str(), "PATCH" | "POST" | "PUT" | "DELETE"))
             .cloned()
             .collect()
     }
@@ -69,19 +253,11 @@ impl FakeApi {
             .collect()
     }
 
-    /// Pushes a watch event (`ADDED`, `MODIFIED`, `DELETED`) for a map.
-    pub fn push(&self, kind: &str, map: Value) {
-        let tx = self.map_watch.lock().unwrap();
-        tx.as_ref()
-            .expect("a NetworkMap watch is open")
-            .unbounded_send(json!({"type": kind, "object": map}))
-            .unwrap();
-    }
-
     /// Starts answering on a mock client.
-    pub fn serve(self) -> Client {
+    pub fn serve(&self) -> Client {
         let (service, mut handle) =
             tower_test::mock::pair::<Request<kube::client::Body>, Response<Body>>();
+        let api = self.clone();
         tokio::spawn(async move {
             let mut held = Vec::new();
             while let Some((request, respond)) = handle.next_request().await {
@@ -93,7 +269,7 @@ impl FakeApi {
                     .unwrap_or("")
                     .split('&')
                     .filter_map(|kv| kv.split_once('='))
-                    .map(|(k, v)| (k.to_string(), v.replace("%3D", "=").replace("%2F", "/")))
+                    .map(|(k, v)| (k.to_string(), decode(v)))
                     .collect();
                 let rec = Recorded {
                     method: parts.method.to_string(),
@@ -101,65 +277,230 @@ impl FakeApi {
                     query,
                     body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
                 };
-                self.requests.lock().unwrap().push(rec.clone());
-                if self.down.load(Ordering::SeqCst) {
-                    respond.send_response(status(503, "the API is down"));
+                api.requests.lock().unwrap().push(rec.clone());
+                if api.down.load(Ordering::SeqCst) {
+                    respond.send_response(status(503, "ServiceUnavailable", "the API is down"));
                     continue;
                 }
-                match (rec.method.as_str(), rec.path.as_str()) {
-                    ("GET", "/apis/surveyor.dev/v1alpha1/networkmaps") if rec.query.contains_key("watch") => {
-                        let (tx, rx) = futures::channel::mpsc::unbounded::<Value>();
-                        *self.map_watch.lock().unwrap() = Some(tx);
-                        let lines = rx.map(|e| Ok::<_, Infallible>(Frame::data(Bytes::from(format!("{e}\n")))));
-                        respond.send_response(Response::new(StreamBody::new(lines).boxed_unsync()));
+                if rec.method != "GET" {
+                    if api.hang_writes.load(Ordering::SeqCst) > 0 {
+                        api.hang_writes.fetch_sub(1, Ordering::SeqCst);
+                        held.push(respond);
+                        continue;
                     }
-                    ("GET", "/apis/surveyor.dev/v1alpha1/networkmaps") => respond.send_response(json_response(json!({
-                        "apiVersion": "surveyor.dev/v1alpha1", "kind": "NetworkMapList",
-                        "metadata": {"resourceVersion": "1"}, "items": self.maps,
-                    }))),
-                    ("GET", "/api/v1/nodes") if rec.query.contains_key("watch") => {
-                        // A watch that stays open and quiet.
-                        let quiet = futures::stream::pending::<Result<Frame<Bytes>, Infallible>>();
-                        respond.send_response(Response::new(StreamBody::new(quiet).boxed_unsync()));
+                    if api.fail_writes.load(Ordering::SeqCst) > 0 {
+                        api.fail_writes.fetch_sub(1, Ordering::SeqCst);
+                        respond.send_response(status(
+                            500,
+                            "InternalError",
+                            "etcd is having a moment",
+                        ));
+                        continue;
                     }
-                    ("GET", "/api/v1/nodes") => respond.send_response(json_response(json!({
-                        "apiVersion": "v1", "kind": "NodeList", "metadata": {"resourceVersion": "1"},
-                        "items": [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node1", "labels": self.node_labels}}],
-                    }))),
-                    ("PATCH", _) => {
-                        if self.hang_writes.load(Ordering::SeqCst) > 0 {
-                            self.hang_writes.fetch_sub(1, Ordering::SeqCst);
-                            held.push(respond);
-                        } else if self.fail_writes.load(Ordering::SeqCst) > 0 {
-                            self.fail_writes.fetch_sub(1, Ordering::SeqCst);
-                            respond.send_response(status(500, "etcd is having a moment"));
-                        } else {
-                            respond.send_response(json_response(rec.body.clone()));
-                        }
-                    }
-                    _ => respond.send_response(status(404, "not in this fake")),
                 }
+                respond.send_response(api.answer(&rec));
             }
         });
         Client::new(service, "default")
     }
+
+    fn answer(&self, rec: &Recorded) -> Response<Body> {
+        let Some((collection, name, sub)) = route(&rec.path) else {
+            return status(404, "NotFound", "not in this fake");
+        };
+        let mut store = self.store.lock().unwrap();
+        let only = rec
+            .query
+            .get("fieldSelector")
+            .and_then(|f| f.strip_prefix("metadata.name="))
+            .map(str::to_string);
+        match (rec.method.as_str(), name, sub) {
+            ("GET", None, None) if rec.query.contains_key("watch") => {
+                let from: u64 = rec
+                    .query
+                    .get("resourceVersion")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let (tx, rx) = unbounded::<Value>();
+                let c = store.collections.get_mut(collection).unwrap();
+                for (rv, kind, obj) in &c.log {
+                    let matches = only.as_deref().is_none_or(|n| obj["metadata"]["name"] == n);
+                    if *rv > from && matches {
+                        let _ = tx.unbounded_send(json!({"type": kind, "object": obj}));
+                    }
+                }
+                c.watchers.push((only, tx));
+                let lines =
+                    rx.map(|e| Ok::<_, Infallible>(Frame::data(Bytes::from(format!("{e}\n")))));
+                Response::new(StreamBody::new(lines).boxed_unsync())
+            }
+            ("GET", None, None) => {
+                let (_, api_version, kind) =
+                    COLLECTIONS.iter().find(|c| c.0 == collection).unwrap();
+                let items: Vec<&Value> = store.collections[collection]
+                    .objects
+                    .values()
+                    .filter(|o| only.as_deref().is_none_or(|n| o["metadata"]["name"] == n))
+                    .collect();
+                json_response(json!({
+                    "apiVersion": api_version, "kind": kind,
+                    "metadata": {"resourceVersion": store.rv.to_string()}, "items": items,
+                }))
+            }
+            ("GET", Some(name), None) => match store.collections[collection].objects.get(&name) {
+                Some(obj) => json_response(obj.clone()),
+                None => not_found(&name),
+            },
+            ("PATCH", Some(name), sub) => {
+                let manager = rec.query.get("fieldManager").cloned().unwrap_or_default();
+                apply(
+                    &mut store,
+                    collection,
+                    &name,
+                    sub.as_deref(),
+                    &manager,
+                    &rec.body,
+                )
+            }
+            ("POST", None, None) => {
+                let name = rec.body["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                if store.collections[collection].objects.contains_key(&name) {
+                    return status(409, "AlreadyExists", &format!("{name} already exists"));
+                }
+                json_response(store.commit(collection, rec.body.clone()))
+            }
+            ("PUT", Some(name), None) => {
+                let Some(current) = store.collections[collection].objects.get(&name) else {
+                    return not_found(&name);
+                };
+                let asked = &rec.body["metadata"]["resourceVersion"];
+                if !asked.is_null() && *asked != current["metadata"]["resourceVersion"] {
+                    return status(409, "Conflict", "the object has been modified");
+                }
+                let mut obj = rec.body.clone();
+                obj["metadata"]["uid"] = current["metadata"]["uid"].clone();
+                json_response(store.commit(collection, obj))
+            }
+            ("DELETE", Some(name), None) => match store.remove(collection, &name) {
+                Some(obj) => json_response(obj),
+                None => not_found(&name),
+            },
+            _ => status(405, "MethodNotAllowed", "not in this fake"),
+        }
+    }
+}
+
+/// Server-side apply, as far as the tests need it: labels and owner
+/// references are owned per field manager (what a manager stops applying
+/// goes, what others set stays); spec and the other fields are replaced by
+/// what is applied; the status subresource replaces the status only, of an
+/// object that must exist.
+fn apply(
+    store: &mut Store,
+    collection: &'static str,
+    name: &str,
+    sub: Option<&str>,
+    manager: &str,
+    body: &Value,
+) -> Response<Body> {
+    let current = store.collections[collection].objects.get(name).cloned();
+    if sub == Some("status") {
+        let Some(mut obj) = current else {
+            return not_found(name);
+        };
+        obj["status"] = body["status"].clone();
+        return json_response(store.commit(collection, obj));
+    }
+    let mut obj = current.clone().unwrap_or_else(|| {
+        json!({"apiVersion": body["apiVersion"], "kind": body["kind"],
+            "metadata": {"name": name, "generation": 1}})
+    });
+    let c = store.collections.get_mut(collection).unwrap();
+    let owned = c.owned.entry(name.to_string()).or_default();
+    let (old_labels, old_owners) = owned.remove(manager).unwrap_or_default();
+    let others: BTreeSet<String> = owned.values().flat_map(|(l, _)| l.clone()).collect();
+    let applied: BTreeMap<String, Value> = body["metadata"]["labels"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    let mut labels = obj["metadata"]["labels"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    for gone in old_labels
+        .iter()
+        .filter(|k| !applied.contains_key(*k) && !others.contains(*k))
+    {
+        labels.remove(gone);
+    }
+    for (k, v) in &applied {
+        labels.insert(k.clone(), v.clone());
+    }
+    obj["metadata"]["labels"] = Value::Object(labels);
+    let sets_owners = !body["metadata"]["ownerReferences"].is_null();
+    if sets_owners {
+        obj["metadata"]["ownerReferences"] = body["metadata"]["ownerReferences"].clone();
+    } else if old_owners {
+        obj["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("ownerReferences");
+    }
+    owned.insert(
+        manager.to_string(),
+        (applied.keys().cloned().collect(), sets_owners),
+    );
+    for (k, v) in body.as_object().into_iter().flatten() {
+        if !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind") {
+            if k == "spec" && obj.get("spec") != Some(v) && current.is_some() {
+                let generation = obj["metadata"]["generation"].as_u64().unwrap_or(1);
+                obj["metadata"]["generation"] = json!(generation + 1);
+            }
+            obj[k] = v.clone();
+        }
+    }
+    json_response(store.commit(collection, obj))
+}
+
+/// (collection, name, subresource) of a request path.
+fn route(path: &str) -> Option<(&'static str, Option<String>, Option<String>)> {
+    for (c, _, _) in COLLECTIONS {
+        if path == *c {
+            return Some((c, None, None));
+        }
+        if let Some(rest) = path.strip_prefix(&format!("{c}/")) {
+            let mut parts = rest.splitn(2, '/');
+            let name = parts.next().map(str::to_string);
+            let sub = parts.next().map(str::to_string);
+            return Some((c, name, sub));
+        }
+    }
+    None
+}
+
+fn decode(v: &str) -> String {
+    v.replace("%3D", "=")
+        .replace("%2F", "/")
+        .replace("%2C", ",")
 }
 
 fn json_response(v: Value) -> Response<Body> {
     Response::new(Full::new(Bytes::from(v.to_string())).boxed_unsync())
 }
 
-fn status(code: u16, message: &str) -> Response<Body> {
+fn not_found(name: &str) -> Response<Body> {
+    status(404, "NotFound", &format!("{name} not found"))
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
     let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": message, "reason": "InternalError", "code": code});
+        "message": message, "reason": reason, "code": code});
     let mut r = json_response(body);
     *r.status_mut() = StatusCode::from_u16(code).unwrap();
     r
-}
-
-pub fn map(name: &str, glob: &str) -> Value {
-    json!({"apiVersion": "surveyor.dev/v1alpha1", "kind": "NetworkMap",
-        "metadata": {"name": name, "resourceVersion": "2"}, "spec": {"match": {"names": [glob]}}})
 }
 
 /// What a test gets: the fake API, the state dir, the node namespace name.
@@ -204,9 +545,44 @@ impl Run {
     }
 }
 
+/// How the harness runs the agent.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// maps.json and node.json in the state dir before start.
+    pub saved: Option<(Value, Value)>,
+    pub lldp: bool,
+    /// A maps dir (`--maps`) with these files: the maps until the API lists.
+    pub fallback: Option<Vec<(String, String)>>,
+    pub node_wait: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            saved: None,
+            lldp: false,
+            fallback: None,
+            node_wait: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Runs the agent in a fresh node namespace (veths sv-a and sv-b, both up)
 /// against `api`, with `saved` maps in maps.json, then `test`.
 pub fn with_agent<F, Fut>(tag: &str, api: FakeApi, saved: Option<(Value, Value)>, test: F)
+where
+    F: FnOnce(Run) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let options = Options {
+        saved,
+        ..Options::default()
+    };
+    with_agent_opts(tag, api, options, test);
+}
+
+/// [`with_agent`] with every option.
+pub fn with_agent_opts<F, Fut>(tag: &str, api: FakeApi, options: Options, test: F)
 where
     F: FnOnce(Run) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()>,
@@ -215,7 +591,8 @@ where
     let peer = Netns::new(&format!("{tag}-p"));
     cable(&node, "sv-a", &peer, "p0");
     cable(&node, "sv-b", &peer, "p1");
-    with_agent_in(&node, api, saved, false, test);
+    let dir = tempfile::tempdir().unwrap();
+    run_agent(&node, api, options, dir.path().join("state"), test);
 }
 
 /// Runs the cluster-mode agent (surveying `sv*`, LLDP when `lldp`) in
@@ -231,15 +608,41 @@ pub fn with_agent_in<F, Fut>(
     Fut: std::future::Future<Output = ()>,
 {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    if let Some((maps, node)) = saved {
+    let options = Options {
+        saved,
+        lldp,
+        ..Options::default()
+    };
+    run_agent(node, api, options, dir.path().join("state"), test);
+}
+
+/// Runs the cluster-mode agent with state dir `state` (kept by the caller,
+/// so a second run is a restart).
+pub fn run_agent<F, Fut>(
+    node: &Netns,
+    api: FakeApi,
+    options: Options,
+    state: std::path::PathBuf,
+    test: F,
+) where
+    F: FnOnce(Run) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    if let Some((maps, node)) = &options.saved {
         std::fs::create_dir_all(&state).unwrap();
         std::fs::write(state.join("maps.json"), maps.to_string()).unwrap();
         std::fs::write(state.join("node.json"), node.to_string()).unwrap();
     }
+    let maps_dir = tempfile::tempdir().unwrap();
+    let fallback_path = options.fallback.as_ref().map(|files| {
+        for (name, text) in files {
+            std::fs::write(maps_dir.path().join(name), text).unwrap();
+        }
+        maps_dir.path().to_path_buf()
+    });
     let ns = node.name.clone();
     node.block_on(move || async move {
-        let client = api.clone().serve();
+        let client = api.serve();
         let metrics = Arc::new(Metrics::new());
         let (store, remembered) = cluster::remembered(&state, "node1");
         let config = Config {
@@ -247,19 +650,22 @@ pub fn with_agent_in<F, Fut>(
             labels: remembered.unwrap_or_default(),
             state_dir: state.clone(),
             filter: SurveyFilter::new(false, &["sv*".into()], &[]).unwrap(),
-            lldp,
+            lldp: options.lldp,
         };
         let (desired, rx) = tokio::sync::watch::channel(None);
         let pace = Pace {
             interval: Duration::from_secs(1),
             timeout: Duration::from_millis(500),
         };
-        cluster::spawn_publisher(client.clone(), "node1".into(), rx, metrics.clone(), pace);
+        spawn_publisher(client.clone(), "node1".into(), rx, metrics.clone(), pace);
+        let fallback = fallback_path.map(|p| surveyor::agent::maps_dir::MapsDir::open(p).unwrap());
         let source = Source::Cluster(Cluster {
             store,
             maps: cluster::watch_maps(client.clone()),
             node: cluster::watch_node(client, "node1"),
             desired,
+            fallback,
+            node_wait: options.node_wait,
         });
         let mut agent = Agent::start(config, metrics).await.unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -281,7 +687,7 @@ pub fn with_agent_in<F, Fut>(
         let _ = stop.send(());
         running.await.unwrap();
     });
-    drop(dir);
+    drop(maps_dir);
 }
 
 /// (group, resource, verb) of a recorded request, as RBAC would see it.
@@ -291,6 +697,10 @@ pub fn rbac(r: &Recorded) -> (String, String, String) {
         ["api", "v1", rest @ ..] => ("", rest),
         ["apis", group, _version, rest @ ..] => (*group, rest),
         _ => panic!("unexpected path {}", r.path),
+    };
+    let rest = match rest {
+        ["namespaces", _ns, rest @ ..] => rest,
+        rest => rest,
     };
     let (resource, named) = match rest {
         [resource] => (resource.to_string(), false),
@@ -303,6 +713,9 @@ pub fn rbac(r: &Recorded) -> (String, String, String) {
         ("GET", false, false) => "list",
         ("GET", true, false) => "get",
         ("PATCH", _, _) => "patch",
+        ("POST", _, _) => "create",
+        ("PUT", _, _) => "update",
+        ("DELETE", _, _) => "delete",
         (m, _, _) => panic!("unexpected method {m}"),
     };
     (group.to_string(), resource, verb.to_string())
@@ -310,14 +723,16 @@ pub fn rbac(r: &Recorded) -> (String, String, String) {
 
 /// Every request recorded is one the agent declares (and RBAC grants).
 pub fn assert_declared(api: &FakeApi) {
+    assert_declared_by(api, cluster::API_REQUESTS);
+}
+
+/// Every request recorded is one of `declared`.
+pub fn assert_declared_by(api: &FakeApi, declared: &[(&str, &str, &[&str])]) {
     for r in api.requests.lock().unwrap().iter() {
         let (group, resource, verb) = rbac(r);
-        let declared = cluster::API_REQUESTS.iter().any(|(g, res, verbs)| {
+        let ok = declared.iter().any(|(g, res, verbs)| {
             *g == group && *res == resource && verbs.contains(&verb.as_str())
         });
-        assert!(
-            declared,
-            "undeclared request {verb} {group}/{resource}: {r:?}"
-        );
+        assert!(ok, "undeclared request {verb} {group}/{resource}: {r:?}");
     }
 }
