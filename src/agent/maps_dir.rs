@@ -170,6 +170,15 @@ impl MapsDir {
     /// Reads every file again (and watches the directory again if it came
     /// back).
     fn rescan(&mut self) {
+        // Watch before listing: a file written in between is then either
+        // listed or reported, never missed. Watching again is idempotent for
+        // the same directory and needed for one created anew.
+        let watching = match &mut self.watcher {
+            Some(w) => w
+                .watch(&self.dir, RecursiveMode::NonRecursive)
+                .map_err(Some),
+            None => Err(None),
+        };
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) => {
@@ -190,11 +199,8 @@ impl MapsDir {
             tracing::info!("maps directory {} is back", self.dir.display());
             self.present = true;
         }
-        if let Some(w) = &mut self.watcher {
-            // Idempotent for the same directory; needed for a new one.
-            if let Err(e) = w.watch(&self.dir, RecursiveMode::NonRecursive) {
-                tracing::warn!("cannot watch {} again: {e}", self.dir.display());
-            }
+        if let Err(Some(e)) = watching {
+            tracing::warn!("cannot watch {} again: {e}", self.dir.display());
         }
         let mut seen = Vec::new();
         for entry in entries.flatten() {
@@ -300,7 +306,16 @@ pub fn classify(event: &notify::Result<notify::Event>, dir: &Path) -> Vec<DirEve
     let mut out = Vec::new();
     for path in &event.paths {
         if path == dir {
-            out.push(DirEvent::Rescan);
+            // The directory itself: gone, made, moved (not read: a rescan
+            // reads it, and must not wake itself up).
+            if matches!(
+                event.kind,
+                EventKind::Create(_)
+                    | EventKind::Remove(_)
+                    | EventKind::Modify(ModifyKind::Name(_))
+            ) {
+                out.push(DirEvent::Rescan);
+            }
             continue;
         }
         if path.parent() != Some(dir) {
@@ -596,5 +611,59 @@ mod tests {
     fn a_missing_directory_is_a_clear_error() {
         let e = MapsDir::open("/nonexistent/maps").err().unwrap();
         assert!(e.to_string().contains("/nonexistent/maps"), "{e}");
+    }
+}
+#[cfg(test)]
+mod watch_tests {
+    use super::*;
+
+    /// Everything the watcher has sent within `wait`, each handled.
+    async fn drain(
+        d: &mut MapsDir,
+        rx: &mut mpsc::UnboundedReceiver<DirEvent>,
+        wait: Duration,
+    ) -> Vec<DirEvent> {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + wait;
+        while let Ok(Some(e)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            d.handle(e.clone());
+            seen.push(e);
+            assert!(seen.len() < 50, "the watcher wakes itself up: {seen:?}");
+        }
+        seen
+    }
+
+    /// Real inotify: a directory removed and made again is watched again;
+    /// reading it (a rescan) wakes nothing.
+    #[tokio::test]
+    async fn a_recreated_directory_is_watched_again_and_rescans_do_not_loop() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("maps");
+        std::fs::create_dir(&dir).unwrap();
+        let mut d = MapsDir::open(&dir).unwrap();
+        let mut rx = d.watch().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            drain(&mut d, &mut rx, Duration::from_millis(300))
+                .await
+                .contains(&DirEvent::Rescan)
+        );
+        std::fs::create_dir(&dir).unwrap();
+        assert!(
+            drain(&mut d, &mut rx, Duration::from_millis(300))
+                .await
+                .contains(&DirEvent::Rescan)
+        );
+        let map = "apiVersion: surveyor.dev/v1alpha1\nkind: NetworkMap\nmetadata: {name: green}\nspec: {match: {names: ['*']}}\n";
+        std::fs::write(dir.join("green.yaml"), map).unwrap();
+        let seen = drain(&mut d, &mut rx, Duration::from_millis(300)).await;
+        assert_eq!(seen, vec![DirEvent::File(dir.join("green.yaml"))]);
+        assert_eq!(d.maps().len(), 1);
+        assert!(
+            drain(&mut d, &mut rx, Duration::from_millis(300))
+                .await
+                .is_empty(),
+            "quiet after"
+        );
     }
 }

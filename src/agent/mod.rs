@@ -246,6 +246,16 @@ impl Agent {
     /// reported (`Err`, the reason kept for the conditions) and retried by
     /// the caller.
     pub fn publish(&mut self, node_missing: Option<&str>) -> (Desired, Result<(), String>) {
+        let failing = self.state_error.is_some();
+        let published = self.publish_once(node_missing);
+        if failing && published.1.is_ok() {
+            // Written again: say so in the files too, not only next time.
+            return self.publish_once(node_missing);
+        }
+        published
+    }
+
+    fn publish_once(&mut self, node_missing: Option<&str>) -> (Desired, Result<(), String>) {
         let mut interfaces = self.interfaces();
         let maps = self.maps.iter().map(|m| &m.compiled);
         let resolution =

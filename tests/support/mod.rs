@@ -161,6 +161,55 @@ pub fn wait_oper_up(ns: &Netns, dev: &str) {
     }
 }
 
+/// A tmpfs of `kib` KiB mounted on a fresh directory (a full disk on
+/// demand), unmounted on drop.
+pub struct Tmpfs {
+    pub path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn new(kib: u32) -> Tmpfs {
+        require_root();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("fs");
+        std::fs::create_dir(&path).expect("mount point");
+        run(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={kib}k"),
+                "tmpfs",
+                path.to_str().expect("utf-8 path"),
+            ],
+        );
+        Tmpfs { path, _dir: dir }
+    }
+
+    /// Fills the file system to the last byte with `filler`.
+    pub fn fill(&self) {
+        use std::io::Write as _;
+        let mut f = File::create(self.path.join("filler")).expect("filler");
+        let block = [0u8; 512];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.write_all(&[0]);
+        while f.write_all(&[0]).is_ok() {}
+        let _ = f.sync_all();
+    }
+
+    pub fn free(&self) {
+        std::fs::remove_file(self.path.join("filler")).expect("remove filler");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).output();
+    }
+}
+
 /// Creates a veth pair `a` in `ns` and `b` in `peer`, both up.
 pub fn cable(ns: &Netns, a: &str, peer: &Netns, b: &str) {
     ns.ip(&[
@@ -227,6 +276,14 @@ impl Lldpd {
     /// reconfiguring a running lldpd (tx-interval in particular) sometimes
     /// leaves its transmit timer stalled for a whole default interval.
     pub fn start(ns: &Netns, interfaces: &str, args: &[&str], config: &[&str]) -> Lldpd {
+        let mut lines = vec!["configure lldp tx-interval 1"];
+        lines.extend_from_slice(config);
+        Self::start_configured(ns, interfaces, args, &lines)
+    }
+
+    /// [`Lldpd::start`] with exactly `config` (lldpd's own defaults
+    /// otherwise: a 30 s transmit interval, TTL 120 s).
+    pub fn start_configured(ns: &Netns, interfaces: &str, args: &[&str], config: &[&str]) -> Lldpd {
         require_program("lldpd", "lldpd");
         let dir = tempfile::tempdir().expect("temp dir");
         // lldpd runs lldpcli unprivileged at start-up; it must reach the socket.
@@ -237,9 +294,7 @@ impl Lldpd {
         .expect("chmod");
         let sock = dir.path().join("lldpd.sock");
         let conf = dir.path().join("lldpd.conf");
-        let mut lines = vec!["configure lldp tx-interval 1"];
-        lines.extend_from_slice(config);
-        std::fs::write(&conf, lines.join("\n") + "\n").expect("write lldpd.conf");
+        std::fs::write(&conf, config.join("\n") + "\n").expect("write lldpd.conf");
         let log = File::create(dir.path().join("lldpd.log")).expect("log file");
         let child = Command::new("ip")
             .args(["netns", "exec", &ns.name, "lldpd", "-d", "-I", interfaces])
@@ -389,6 +444,8 @@ pub struct AgentProcess {
     pub state: std::path::PathBuf,
     pub maps: std::path::PathBuf,
     log: std::path::PathBuf,
+    ns: String,
+    extra: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -403,35 +460,66 @@ impl AgentProcess {
             .tempdir_in("/dev/shm")
             .or_else(|_| tempfile::tempdir())
             .expect("temp dir");
-        let (state, maps_dir, log) = (
-            dir.path().join("state"),
-            dir.path().join("maps"),
-            dir.path().join("agent.log"),
-        );
+        let state = dir.path().join("state");
+        Self::start_with_state(ns, dir, state, maps, extra)
+    }
+
+    /// [`AgentProcess::start`] with the state dir at `state` (which may be
+    /// a test's own mount); `dir` holds the maps dir and the log.
+    pub fn start_with_state(
+        ns: &Netns,
+        dir: tempfile::TempDir,
+        state: std::path::PathBuf,
+        maps: &[(&str, &str)],
+        extra: &[&str],
+    ) -> AgentProcess {
+        let (maps_dir, log) = (dir.path().join("maps"), dir.path().join("agent.log"));
         std::fs::create_dir(&maps_dir).expect("maps dir");
         for (name, text) in maps {
             std::fs::write(maps_dir.join(name), text).expect("write map");
         }
-        let log_file = File::create(&log).expect("log");
-        let child = ns
-            .command(surveyor())
-            .args(["agent", "--standalone", "--node-name", "node1"])
-            .arg("--maps")
-            .arg(&maps_dir)
-            .arg("--state-dir")
-            .arg(&state)
-            .args(extra)
-            .env("SURVEYOR_LOG", "debug")
-            .stderr(log_file)
-            .spawn()
-            .expect("start agent");
-        AgentProcess {
-            child: Some(child),
+        let mut agent = AgentProcess {
+            child: None,
             state,
             maps: maps_dir,
             log,
+            ns: ns.name.clone(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             _dir: dir,
-        }
+        };
+        agent.restart();
+        agent
+    }
+
+    /// Starts the agent (again, after it stopped) with the same dirs and
+    /// arguments; its log is appended to.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the agent is still running");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        self.child = Some(
+            self.command()
+                .stderr(log_file)
+                .spawn()
+                .expect("start agent"),
+        );
+    }
+
+    /// The agent's command line, to run by hand (a second agent, ...).
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns, surveyor()])
+            .args(["agent", "--standalone", "--node-name", "node1"])
+            .arg("--maps")
+            .arg(&self.maps)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(&self.extra)
+            .env("SURVEYOR_LOG", "debug");
+        cmd
     }
 
     pub fn log(&self) -> String {
