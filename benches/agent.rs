@@ -8,7 +8,11 @@
 //!    added to and removed from a surveyed link, against the netlink round
 //!    trip that causes it.
 //! 4. RSS and idle CPU of an agent surveying 1000 up links (LLDP listening
-//!    on each).
+//!    on each), and its restart: kill -9, then start to networks.json
+//!    written (deleted in between so that it must be), against `discover`
+//!    of the same links in the same run.
+//! 5. Writes of neighbors.json over SURVEYOR_BENCH_STEADY_SECS (default
+//!    600) of an LLDP switch refreshing every second, nothing changing.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -26,12 +30,14 @@ const TOGGLES: usize = 200;
 const ADDRESS_TOGGLES: usize = 200;
 const FLAPS: usize = 1000;
 const LINKS: usize = 1000;
+const RESTARTS: usize = 10;
 
 fn main() {
     support::require_root();
     events_and_quiet();
     address_events();
     footprint();
+    neighbor_refreshes();
 }
 
 /// Every rename into the state dir, as (file name, when).
@@ -265,7 +271,7 @@ fn footprint() {
     std::fs::write(file.path(), up).unwrap();
     node.ip(&["-batch", file.path().to_str().unwrap()]);
     let map = "apiVersion: surveyor.dev/v1alpha1\nkind: NetworkMap\nmetadata: {name: green}\nspec: {match: {names: ['sv1*']}}\n";
-    let agent = AgentProcess::start(&node, &[("green.yaml", map)], &["--include", "sv*"]);
+    let mut agent = AgentProcess::start(&node, &[("green.yaml", map)], &["--include", "sv*"]);
     agent.wait_for(20, "first snapshot", |s| {
         s["networks"]["green"]["device"].is_string()
     });
@@ -306,5 +312,62 @@ fn footprint() {
         idle.as_secs(),
         used,
         100.0 * used / idle.as_secs_f64()
+    );
+
+    // Restarts: time from spawn to networks.json in place again.
+    let mut restarts = Vec::new();
+    let mut discovers = Vec::new();
+    for _ in 0..RESTARTS {
+        agent.signal(nix::sys::signal::Signal::SIGKILL);
+        std::fs::remove_file(agent.state.join("networks.json")).unwrap();
+        let (_watcher, renames) = watch_state(&agent.state);
+        let t = Instant::now();
+        agent.restart();
+        loop {
+            let (name, at) = renames
+                .recv_timeout(Duration::from_secs(20))
+                .expect("networks.json written after the restart");
+            if name == "networks.json" {
+                restarts.push(at - t);
+                break;
+            }
+        }
+        discovers.push(support::measure(&node.name, &["discover", "--include", "sv*", "-o", "json"]).wall);
+    }
+    let (r, d) = (support::median(&restarts), support::median(&discovers));
+    println!("\nrestart (kill -9) with {LINKS} up links, LLDP on each -> networks.json written, {RESTARTS} restarts (target < 200 ms):");
+    println!(
+        "  `discover -o json` of the same links (baseline) median {}",
+        ms(d)
+    );
+    println!(
+        "  agent start -> networks.json           median {}  max {}  ratio {:.2}",
+        ms(r),
+        ms(percentile(&restarts, 100.0)),
+        r.as_secs_f64() / d.as_secs_f64()
+    );
+}
+
+fn neighbor_refreshes() {
+    let secs: u64 = std::env::var("SURVEYOR_BENCH_STEADY_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    let node = Netns::new("bench-agent-nb");
+    let (_sw, _lldpd) = support::switch(&node, "sv-a", "tor-green-01", "Ethernet1/7", &[]);
+    let map = support::lldp_map("green", "tor-green-*");
+    let agent = AgentProcess::start(&node, &[("green.yaml", &map)], &["--include", "sv-*"]);
+    agent.wait_for(10, "green on sv-a", |s| s["networks"]["green"]["device"] == "sv-a");
+    std::thread::sleep(Duration::from_secs(2));
+    let (_watcher, renames) = watch_state(&agent.state);
+    std::thread::sleep(Duration::from_secs(secs));
+    let written: Vec<String> = renames.try_iter().map(|(n, _)| n).collect();
+    let neighbors = written.iter().filter(|n| *n == "neighbors.json").count();
+    println!(
+        "\n{secs} s of an LLDP neighbor refreshing every second, nothing changing (target 0):"
+    );
+    println!(
+        "  neighbors.json writes {neighbors}, state files written in all {} {written:?}",
+        written.len()
     );
 }

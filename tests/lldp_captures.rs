@@ -304,3 +304,39 @@ fn replayed_captures_give_the_neighbors_lldpds_receiver_gives() {
     // The fragments in the captures are refused, counted by reason.
     assert!(stats.rejected.values().sum::<u64>() >= 4, "{stats:?}");
 }
+
+/// A neighbor whose every frame is refused is named as such, not taken
+/// for a switch with LLDP off.
+#[test]
+fn discover_names_refused_frames_instead_of_silence() {
+    let node = Netns::new("cap-bad");
+    let wire = Netns::new("cap-bad-w");
+    support::cable(&node, "sv-a", &wire, "p0");
+    // The fragments in the captures: no chassis ID first.
+    let fragments: Vec<Vec<u8>> = lldp_frames()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("lldp_8021_linkagg"))
+        .map(|(_, f)| f)
+        .collect();
+    assert!(!fragments.is_empty());
+    let discover = node
+        .command(support::surveyor())
+        .args(["discover", "--include", "sv-a", "--lldp-wait", "3s"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..3 {
+        support::send_frames(&wire, "p0", fragments.clone());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = discover.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("LLDP frame(s) heard on sv-a were rejected")
+            && err.contains("must be chassis ID"),
+        "{err}"
+    );
+    assert!(!err.contains("is LLDP enabled"), "{err}");
+}
