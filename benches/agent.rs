@@ -332,10 +332,14 @@ fn footprint() {
                 break;
             }
         }
-        discovers.push(support::measure(&node.name, &["discover", "--include", "sv*", "-o", "json"]).wall);
+        discovers.push(
+            support::measure(&node.name, &["discover", "--include", "sv*", "-o", "json"]).wall,
+        );
     }
     let (r, d) = (support::median(&restarts), support::median(&discovers));
-    println!("\nrestart (kill -9) with {LINKS} up links, LLDP on each -> networks.json written, {RESTARTS} restarts (target < 200 ms):");
+    println!(
+        "\nrestart (kill -9) with {LINKS} up links, LLDP on each -> networks.json written, {RESTARTS} restarts (target < 200 ms):"
+    );
     println!(
         "  `discover -o json` of the same links (baseline) median {}",
         ms(d)
@@ -357,7 +361,9 @@ fn neighbor_refreshes() {
     let (_sw, _lldpd) = support::switch(&node, "sv-a", "tor-green-01", "Ethernet1/7", &[]);
     let map = support::lldp_map("green", "tor-green-*");
     let agent = AgentProcess::start(&node, &[("green.yaml", &map)], &["--include", "sv-*"]);
-    agent.wait_for(10, "green on sv-a", |s| s["networks"]["green"]["device"] == "sv-a");
+    agent.wait_for(10, "green on sv-a", |s| {
+        s["networks"]["green"]["device"] == "sv-a"
+    });
     std::thread::sleep(Duration::from_secs(2));
     let (_watcher, renames) = watch_state(&agent.state);
     std::thread::sleep(Duration::from_secs(secs));

@@ -81,8 +81,17 @@ impl Lab {
         json!({
             "cniVersion": version, "name": "green", "type": "surveyor", "network": "green",
             "mode": "bridge", "ipam": ipam,
-            "stateDir": self.state(), "cacheDir": self.cache(),
         })
+    }
+
+    /// The node-level setting pointing at this lab's dirs (what the node's
+    /// admin sets; a network config cannot).
+    fn node_config(&self) -> PathBuf {
+        let path = self.dir.path().join("surveyor.json");
+        if !path.exists() {
+            node_config(&path, &self.state(), &self.cache());
+        }
+        path
     }
 
     fn static_ip(&self, n: u8) -> Value {
@@ -109,9 +118,25 @@ impl Lab {
         conf: &Value,
         path: &str,
     ) -> Output {
+        self.cni_with(command, id, ifname, netns, conf, path, &self.node_config())
+    }
+
+    /// [`Lab::cni`] with another node-level setting.
+    #[allow(clippy::too_many_arguments)]
+    fn cni_with(
+        &self,
+        command: &str,
+        id: &str,
+        ifname: &str,
+        netns: Option<&str>,
+        conf: &Value,
+        path: &str,
+        node_config: &Path,
+    ) -> Output {
         let mut cmd = self.node.command(surveyor());
         cmd.env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("SURVEYOR_CNI_CONFIG", node_config)
             .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", id)
             .env("CNI_IFNAME", ifname)
@@ -150,13 +175,33 @@ impl Lab {
     }
 
     fn cache_files(&self) -> Vec<String> {
-        std::fs::read_dir(self.cache())
+        let mut files: Vec<String> = std::fs::read_dir(self.cache())
             .map(|d| {
                 d.flatten()
                     .map(|e| e.file_name().into_string().unwrap())
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
+
+    /// Makes every cache entry two minutes old.
+    fn age_cache(&self) {
+        use nix::sys::time::TimeSpec;
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+        let since = old.duration_since(std::time::UNIX_EPOCH).unwrap();
+        let t = TimeSpec::from(since);
+        for f in self.cache_files() {
+            nix::sys::stat::utimensat(
+                nix::fcntl::AT_FDCWD,
+                &self.cache().join(f),
+                &t,
+                &t,
+                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+            )
+            .unwrap();
+        }
     }
 
     fn lease_files(&self) -> Vec<String> {
@@ -172,6 +217,15 @@ impl Lab {
         files.sort();
         files
     }
+}
+
+/// Writes a node-level setting.
+fn node_config(path: &Path, state: &Path, cache: &Path) {
+    std::fs::write(
+        path,
+        json!({"stateDir": state, "cacheDir": cache}).to_string(),
+    )
+    .unwrap();
 }
 
 fn ok(out: &Output) -> Value {
@@ -222,9 +276,9 @@ fn add_attaches_a_bridge_macvlan_on_the_resolved_device_and_del_removes_it() {
         net1["link_index"], sv_a["ifindex"],
         "lower device must be exactly sv-a"
     );
-    assert_eq!(lab.cache_files(), ["c1-net1.json"]);
+    assert_eq!(lab.cache_files(), ["c1:net1.json", "c1:net1.lock"]);
     let entry: Value =
-        serde_json::from_slice(&std::fs::read(lab.cache().join("c1-net1.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(lab.cache().join("c1:net1.json")).unwrap()).unwrap();
     assert_eq!(entry["config"]["master"], "sv-a");
 
     // CHECK with the ADD result as prevResult.
@@ -308,12 +362,16 @@ fn gc_releases_the_leases_of_attachments_no_longer_valid() {
     assert_eq!(lab.lease_files().len(), 3);
     let mut gc = conf.clone();
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "c1", "ifname": "net1"}]);
+    // Entries a minute old or younger may be ADDs in flight: kept.
+    ok(&lab.cni("GC", "", "", None, &gc, PLUGINS));
+    assert_eq!(lab.lease_files().len(), 3, "young entries are left alone");
+    lab.age_cache();
     ok(&lab.cni("GC", "", "", None, &gc, PLUGINS));
     let leases = lab.lease_files();
     assert_eq!(leases.len(), 1, "{leases:?}");
     let owner = std::fs::read_to_string(lab.leases().join("green").join(&leases[0])).unwrap();
     assert!(owner.starts_with("c1"), "{owner}");
-    assert_eq!(lab.cache_files(), ["c1-net1.json"]);
+    assert_eq!(lab.cache_files(), ["c1:net1.json", "c1:net1.lock"]);
 }
 
 #[test]
@@ -380,9 +438,17 @@ fn errors_carry_the_right_codes_and_leave_nothing_behind() {
     let out = support::run_with_stdin(&mut cmd, b"{\"cniVersion\": \"1.0.0\", oops");
     assert_eq!(error(&out)["code"], 6);
 
-    let mut nosnap = conf.clone();
-    nosnap["stateDir"] = json!(lab.dir.path().join("nowhere"));
-    let e = error(&run(&nosnap, "c1", "net1"));
+    let elsewhere = lab.dir.path().join("elsewhere.json");
+    node_config(&elsewhere, &lab.dir.path().join("nowhere"), &lab.cache());
+    let e = error(&lab.cni_with(
+        "ADD",
+        "c1",
+        "net1",
+        Some(&netns),
+        &conf,
+        PLUGINS,
+        &elsewhere,
+    ));
     assert_eq!(e["code"], 11);
     assert!(e["details"].as_str().unwrap().contains("surveyor agent"));
 
@@ -421,7 +487,7 @@ fn a_repeated_add_that_fails_keeps_the_first_attachment() {
         "{e}"
     );
     assert_eq!(lab.pod_links(), ["lo", "net1"]);
-    assert_eq!(lab.cache_files(), ["c1-net1.json"]);
+    assert_eq!(lab.cache_files(), ["c1:net1.json", "c1:net1.lock"]);
     ok(&lab.del("c1", &conf));
     assert_eq!(lab.pod_links(), ["lo"]);
 }
@@ -507,7 +573,7 @@ fn ipvlan_gets_the_right_config_and_env() {
     assert_eq!(sent["cniVersion"], "1.0.0");
     assert_eq!(sent["args"], conf["args"]);
     assert_eq!(sent["runtimeConfig"], conf["runtimeConfig"]);
-    for own in ["network", "delegate", "stateDir", "cacheDir"] {
+    for own in ["network", "delegate"] {
         assert!(sent.get(own).is_none(), "{own} reached the delegate");
     }
     let env = std::fs::read_to_string(rec.join("env")).unwrap();
@@ -593,12 +659,14 @@ fn end_to_end_the_agents_snapshot_drives_the_plugin() {
         s["networks"]["green"]["device"] == "sv-green"
     });
     let cache = tempfile::tempdir().unwrap();
+    let settings = cache.path().join("surveyor.json");
+    node_config(&settings, &agent.state, &cache.path().join("cache"));
     let conf = json!({"cniVersion": "1.0.0", "name": "green", "type": "surveyor", "network": "green",
-        "ipam": {"type": "static", "addresses": [{"address": "10.40.0.2/24"}]},
-        "stateDir": agent.state, "cacheDir": cache.path()});
+        "ipam": {"type": "static", "addresses": [{"address": "10.40.0.2/24"}]}});
     let run = |command: &str| {
         let mut cmd = node.command(surveyor());
-        cmd.env("CNI_COMMAND", command)
+        cmd.env("SURVEYOR_CNI_CONFIG", &settings)
+            .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", "e2e")
             .env("CNI_NETNS", format!("/run/netns/{}", pod.name))
             .env("CNI_IFNAME", "net1")
@@ -613,4 +681,176 @@ fn end_to_end_the_agents_snapshot_drives_the_plugin() {
     let green: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(net1[0]["link_index"], green[0]["ifindex"]);
     ok(&run("DEL"));
+}
+
+#[test]
+fn gc_without_the_list_of_valid_attachments_releases_nothing() {
+    let lab = Lab::new("cni-gc-nolist");
+    let conf = lab.host_local("1.1.0");
+    ok(&lab.add("c1", &conf));
+    lab.age_cache();
+    let e = error(&lab.cni("GC", "", "", None, &conf, PLUGINS));
+    assert_eq!(e["code"], 7);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("cni.dev/valid-attachments"),
+        "{e}"
+    );
+    assert_eq!(lab.lease_files().len(), 1, "the lease is kept");
+    assert_eq!(lab.cache_files(), ["c1:net1.json", "c1:net1.lock"]);
+    assert_eq!(lab.pod_links(), ["lo", "net1"]);
+    ok(&lab.del("c1", &conf));
+}
+
+/// Nothing in a network config chooses where this root process reads or
+/// writes, or where the delegate looks for the master.
+#[test]
+fn a_nad_cannot_choose_directories_or_redirect_the_master() {
+    let lab = Lab::new("cni-tenant");
+    let target = lab.dir.path().join("tenant-chosen");
+    std::fs::create_dir(&target).unwrap();
+    for (key, value) in [
+        ("cacheDir", json!(target)),
+        ("stateDir", json!(target)),
+        ("linkInContainer", json!(true)),
+        ("master", json!("sv-b")),
+    ] {
+        let mut conf = lab.static_ip(20);
+        conf[key] = value;
+        for command in ["ADD", "DEL", "CHECK"] {
+            let e = error(&lab.cni(
+                command,
+                "t1",
+                "net1",
+                Some(&lab.pod_netns()),
+                &conf,
+                PLUGINS,
+            ));
+            assert_eq!(e["code"], 7, "{key} {command}: {e}");
+            assert!(e["msg"].as_str().unwrap().contains(key), "{e}");
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(&target).unwrap().count(),
+        0,
+        "nothing written there"
+    );
+    assert!(lab.cache_files().is_empty());
+    assert_eq!(lab.pod_links(), ["lo"]);
+}
+
+#[test]
+fn attachments_whose_names_run_together_are_apart() {
+    let lab = Lab::new("cni-keys");
+    let pod2 = Netns::new("cni-keys-pod2");
+    let conf = lab.host_local("1.0.0");
+    let netns2 = format!("/run/netns/{}", pod2.name);
+    ok(&lab.cni("ADD", "a", "b-c", Some(&lab.pod_netns()), &conf, PLUGINS));
+    ok(&lab.cni("ADD", "a-b", "c", Some(&netns2), &conf, PLUGINS));
+    ok(&lab.cni("DEL", "a", "b-c", Some(&lab.pod_netns()), &conf, PLUGINS));
+    assert_eq!(lab.cache_files(), ["a-b:c.json", "a-b:c.lock"]);
+    assert_eq!(lab.lease_files().len(), 1);
+    ok(&lab.cni("DEL", "a-b", "c", Some(&netns2), &conf, PLUGINS));
+    assert!(lab.cache_files().is_empty());
+    assert!(lab.lease_files().is_empty());
+}
+
+/// A truncated or garbled cache entry never strands an attachment: DEL
+/// falls back to a configuration rebuilt from the snapshot, releases the
+/// pod's interface and its lease, exits 0 and says what it did.
+#[test]
+fn del_with_an_unusable_cache_entry_still_releases_everything() {
+    let lab = Lab::new("cni-trunc");
+    let conf = lab.host_local("1.0.0");
+    for (id, content) in [("t1", ""), ("t2", "{\"containerId\": ")] {
+        ok(&lab.add(id, &conf));
+        std::fs::write(lab.cache().join(format!("{id}:net1.json")), content).unwrap();
+        let out = lab.del(id, &conf);
+        ok(&out);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            said.contains("unusable") && said.contains("rebuilt"),
+            "{said}"
+        );
+        assert_eq!(lab.pod_links(), ["lo"], "{id}");
+        assert!(
+            lab.lease_files().is_empty(),
+            "{id}: {:?}",
+            lab.lease_files()
+        );
+        assert!(
+            lab.cache_files().is_empty(),
+            "{id}: {:?}",
+            lab.cache_files()
+        );
+    }
+}
+
+#[test]
+fn container_ids_too_long_for_a_file_name_are_refused() {
+    let lab = Lab::new("cni-long");
+    let long = "a".repeat(300);
+    let e = error(&lab.add(&long, &lab.static_ip(21)));
+    assert_eq!(e["code"], 4);
+    assert!(lab.cache_files().is_empty());
+}
+
+/// 200 ADDs at once (distinct containers, host-local IPAM), a GC of
+/// attachments it does not know running meanwhile, then 200 DELs: all
+/// succeed and nothing is left (links, cache entries, leases).
+#[test]
+fn two_hundred_concurrent_adds_with_a_gc_leave_nothing_behind() {
+    let lab = Lab::new("cni-200");
+    let conf = lab.host_local("1.1.0");
+    let netns = lab.pod_netns();
+    let ifname = |n: usize| format!("p{n}");
+    std::thread::scope(|s| {
+        let adds: Vec<_> = (0..200)
+            .map(|n| {
+                let (lab, conf, netns) = (&lab, &conf, &netns);
+                s.spawn(move || {
+                    ok(&lab.cni(
+                        "ADD",
+                        &format!("c{n}"),
+                        &ifname(n),
+                        Some(netns),
+                        conf,
+                        PLUGINS,
+                    ))
+                })
+            })
+            .collect();
+        // GC with an empty list of valid attachments while ADDs run: it may
+        // release none of them (all in flight or just made).
+        let mut gc = conf.clone();
+        gc["cni.dev/valid-attachments"] = json!([]);
+        for _ in 0..3 {
+            ok(&lab.cni("GC", "", "", None, &gc, PLUGINS));
+        }
+        for a in adds {
+            a.join().unwrap();
+        }
+    });
+    assert_eq!(lab.lease_files().len(), 200);
+    assert_eq!(lab.pod_links().len(), 201);
+    std::thread::scope(|s| {
+        for n in 0..200 {
+            let (lab, conf, netns) = (&lab, &conf, &netns);
+            s.spawn(move || {
+                ok(&lab.cni(
+                    "DEL",
+                    &format!("c{n}"),
+                    &ifname(n),
+                    Some(netns),
+                    conf,
+                    PLUGINS,
+                ))
+            });
+        }
+    });
+    assert_eq!(lab.pod_links(), ["lo"]);
+    assert!(lab.cache_files().is_empty(), "{:?}", lab.cache_files());
+    assert!(lab.lease_files().is_empty(), "{:?}", lab.lease_files());
 }

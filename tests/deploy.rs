@@ -157,9 +157,24 @@ fn the_daemonset_runs_what_the_binary_accepts_with_least_privilege() {
         Cli::try_parse_from(&argv)
             .unwrap_or_else(|e| panic!("{} args {args:?} are not valid: {e}", c["name"]));
     }
-    let caps = &agent["securityContext"]["capabilities"];
-    assert_eq!(caps["add"], serde_json::json!(["NET_ADMIN", "NET_RAW"]));
-    assert_eq!(caps["drop"], serde_json::json!(["ALL"]));
+    // Least privilege: seccomp, no privilege escalation, a read-only root,
+    // every capability dropped but NET_RAW for the agent (none for the
+    // installer).
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    for c in [agent, init] {
+        let sc = &c["securityContext"];
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{}", c["name"]);
+        assert_eq!(sc["readOnlyRootFilesystem"], true, "{}", c["name"]);
+        assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    }
+    assert_eq!(
+        agent["securityContext"]["capabilities"]["add"],
+        serde_json::json!(["NET_RAW"])
+    );
+    assert!(init["securityContext"]["capabilities"]["add"].is_null());
     assert_eq!(agent["securityContext"]["privileged"], false);
     let env = agent["env"].as_array().unwrap();
     let node_name = env
@@ -178,15 +193,25 @@ fn the_daemonset_runs_what_the_binary_accepts_with_least_privilege() {
         .position(|a| a == "--listen")
         .map(|i| args[i + 1].as_str().unwrap())
         .unwrap();
-    let port: u64 = listen.rsplit(':').next().unwrap().parse().unwrap();
-    assert_eq!(agent["readinessProbe"]["httpGet"]["path"], "/readyz");
-    assert_eq!(agent["readinessProbe"]["httpGet"]["port"], port);
-    assert_eq!(agent["livenessProbe"]["httpGet"]["path"], "/healthz");
-    assert_eq!(agent["livenessProbe"]["httpGet"]["port"], port);
+    let (host_addr, port) = listen.rsplit_once(':').unwrap();
+    let port: u64 = port.parse().unwrap();
+    assert_eq!(
+        host_addr, "127.0.0.1",
+        "metrics on the node's loopback only"
+    );
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        let get = &agent[probe]["httpGet"];
+        assert_eq!(get["path"], path);
+        assert_eq!(get["port"], port);
+        assert_eq!(
+            get["host"], host_addr,
+            "the kubelet probes the loopback it shares"
+        );
+    }
     assert!(agent["resources"]["requests"].is_object());
 
     // Host paths: the state dir where the CNI plugin reads it, the plugin
-    // directory, the ADD cache.
+    // directory, the plugin's node-level setting.
     let volumes = pod["volumes"].as_array().unwrap();
     let host = |path: &str| {
         volumes
@@ -213,11 +238,22 @@ fn the_daemonset_runs_what_the_binary_accepts_with_least_privilege() {
         .iter()
         .map(|a| a.as_str().unwrap())
         .collect();
-    let dir = init_args[init_args.iter().position(|a| *a == "--dir").unwrap() + 1];
-    assert_eq!(mounted(init, bin).as_deref(), Some(dir));
-    assert!(
-        host(surveyor::cni::config::DEFAULT_CACHE_DIR).is_some(),
-        "ADD cache volume"
+    let arg = |flag: &str| init_args[init_args.iter().position(|a| *a == flag).unwrap() + 1];
+    assert_eq!(mounted(init, bin).as_deref(), Some(arg("--dir")));
+    // The setting lands where the plugin looks for it on the host, and
+    // names the state dir the agent writes (as the host sees it).
+    let conf_vol = host("/etc/cni/net.d/surveyor.d").expect("node config volume");
+    let conf_mount = mounted(init, conf_vol).unwrap();
+    let written = std::path::Path::new(arg("--node-config"));
+    assert_eq!(written.parent().unwrap(), std::path::Path::new(&conf_mount));
+    assert_eq!(
+        std::path::Path::new("/etc/cni/net.d/surveyor.d").join(written.file_name().unwrap()),
+        std::path::Path::new(surveyor::cni::node_config::DEFAULT_PATH)
+    );
+    assert_eq!(arg("--state-dir"), surveyor::snapshot::DEFAULT_STATE_DIR);
+    assert_eq!(
+        arg("--cache-dir"),
+        surveyor::cni::node_config::DEFAULT_CACHE_DIR
     );
 }
 
@@ -279,9 +315,19 @@ fn every_sample_network_map_loads() {
 #[test]
 fn install_cni_copies_the_binary_atomically() {
     let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    // A symlink planted at the old fixed temp name is not written through.
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "keep").unwrap();
+    std::os::unix::fs::symlink(&victim, bin.join(".surveyor.tmp")).unwrap();
+    let node_config = dir.path().join("net.d/surveyor.d/surveyor.json");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_surveyor"))
         .args(["install-cni", "--dir"])
-        .arg(dir.path())
+        .arg(&bin)
+        .arg("--node-config")
+        .arg(&node_config)
+        .args(["--state-dir", "/var/run/surveyor"])
         .output()
         .unwrap();
     assert!(
@@ -289,7 +335,7 @@ fn install_cni_copies_the_binary_atomically() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let installed = dir.path().join("surveyor");
+    let installed = bin.join("surveyor");
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(
         std::fs::metadata(&installed).unwrap().permissions().mode() & 0o777,
@@ -299,9 +345,139 @@ fn install_cni_copies_the_binary_atomically() {
         std::fs::read(&installed).unwrap(),
         std::fs::read(env!("CARGO_BIN_EXE_surveyor")).unwrap()
     );
-    let names: Vec<_> = std::fs::read_dir(dir.path())
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+    let mut names: Vec<_> = std::fs::read_dir(&bin)
         .unwrap()
-        .map(|e| e.unwrap().file_name())
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(names.len(), 1, "no temp file left: {names:?}");
+    names.sort();
+    assert_eq!(names, [".surveyor.tmp", "surveyor"], "no temp file left");
+    // The node-level setting the plugin reads.
+    let written = surveyor::cni::node_config::NodeConfig::load(node_config.to_str()).unwrap();
+    assert_eq!(written.state_dir, std::path::Path::new("/var/run/surveyor"));
+    assert_eq!(
+        written.cache_dir,
+        std::path::Path::new(surveyor::cni::node_config::DEFAULT_CACHE_DIR)
+    );
+    // Relative host paths make no sense to the plugin: refused.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_surveyor"))
+        .args(["install-cni", "--dir"])
+        .arg(&bin)
+        .arg("--node-config")
+        .arg(&node_config)
+        .args(["--state-dir", "run/surveyor"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+/// `kubectl kustomize deploy/` renders the whole deployment, as `kubectl
+/// apply -k deploy/` would send it.
+#[test]
+fn kubectl_kustomize_renders_the_deployment() {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("kubectl").is_file()));
+    assert!(
+        found,
+        "this test needs kubectl (with kustomize built in) on PATH"
+    );
+    let out = std::process::Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(root().join("deploy"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let objects: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+    let objects: Vec<Value> = objects.into_iter().filter(|o| !o.is_null()).collect();
+    let kinds: std::collections::BTreeSet<&str> = objects
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap())
+        .collect();
+    for kind in [
+        "CustomResourceDefinition",
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "DaemonSet",
+    ] {
+        assert!(kinds.contains(kind), "{kind} missing from {kinds:?}");
+    }
+    // Every namespaced object lands in surveyor, with the tagged image.
+    for o in &objects {
+        let cluster_scoped = [
+            "CustomResourceDefinition",
+            "Namespace",
+            "ClusterRole",
+            "ClusterRoleBinding",
+        ]
+        .contains(&o["kind"].as_str().unwrap());
+        if !cluster_scoped {
+            assert_eq!(
+                o["metadata"]["namespace"], "surveyor",
+                "{}",
+                o["metadata"]["name"]
+            );
+        }
+    }
+    let ds = objects.iter().find(|o| o["kind"] == "DaemonSet").unwrap();
+    let pod = &ds["spec"]["template"]["spec"];
+    for c in pod["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(pod["initContainers"].as_array().unwrap())
+    {
+        assert_eq!(c["image"], "surveyor:0.1.0", "{}", c["name"]);
+    }
+    // And it is what the files say.
+    assert_eq!(objects.len(), deployed().len());
+}
+
+/// The binary that `install-cni` puts on hosts runs on any of them: no
+/// dynamic loader (no INTERP, so no glibc version to match) and position
+/// independent (ASLR for a root process fed tenant input).
+#[test]
+fn the_binary_is_static_and_position_independent() {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("readelf").is_file()));
+    assert!(
+        found,
+        "this test needs readelf from the Debian package binutils"
+    );
+    let bin = env!("CARGO_BIN_EXE_surveyor");
+    let readelf = |flag: &str| {
+        let out = std::process::Command::new("readelf")
+            .args([flag, "-W", bin])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let segments = readelf("-l");
+    assert!(
+        !segments.contains("INTERP"),
+        "a dynamic loader is named:\n{segments}"
+    );
+    assert!(
+        segments.contains("DYNAMIC"),
+        "static-pie keeps its own relocations"
+    );
+    let header = readelf("-h");
+    assert!(
+        header
+            .lines()
+            .any(|l| l.trim_start().starts_with("Type:") && l.contains("DYN")),
+        "not position independent:\n{header}"
+    );
+    let dynamic = readelf("-d");
+    assert!(
+        !dynamic.contains("(NEEDED)"),
+        "needs shared libraries:\n{dynamic}"
+    );
 }

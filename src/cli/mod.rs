@@ -42,8 +42,9 @@ Examples:
       resolve the NetworkMaps in that directory on this machine
   surveyor agent --standalone --maps maps/ --include 'sv-*' --state-dir /tmp/sv --node-labels rack=r1
 
-The state dir gets networks.json (read by the CNI plugin), survey.json and maps.json,
-each replaced atomically and only when it changes.")]
+The state dir gets networks.json (read by the CNI plugin), survey.json, maps.json,
+neighbors.json (and node.json with a cluster), each replaced atomically and only when
+it changes; agent.lock keeps a second agent off it.")]
     Agent(agent::AgentArgs),
     /// Print the device the CNI plugin would use for NETWORK on this node.
     Resolve(resolve::ResolveArgs),
@@ -51,6 +52,16 @@ each replaced atomically and only when it changes.")]
     #[command(after_help = "Example:\n  surveyor crds | kubectl apply -f -")]
     Crds,
     /// Install this binary as the `surveyor` CNI plugin (the DaemonSet's init container).
+    #[command(after_help = "\
+Examples:
+  surveyor install-cni --dir /host/opt/cni/bin \\
+      --node-config /host/etc/cni/net.d/surveyor.d/surveyor.json
+  surveyor install-cni --dir /opt/cni/bin --node-config /etc/cni/net.d/surveyor.d/surveyor.json \\
+      --state-dir /var/run/surveyor --cache-dir /var/lib/cni/surveyor
+
+The plugin reads where the agent's snapshot and its own ADD cache are from the node
+config (SURVEYOR_CNI_CONFIG, if the runtime's environment sets it, else
+/etc/cni/net.d/surveyor.d/surveyor.json, else the defaults), never from a network config.")]
     InstallCni(install::InstallArgs),
     /// Print the version.
     Version,

@@ -1,17 +1,25 @@
 //! The network configuration on stdin: the keys Surveyor reads, and the
 //! delegate's configuration built from the rest.
-
-use std::path::PathBuf;
+//!
+//! It comes from a NetworkAttachmentDefinition, which tenants may write:
+//! nothing in it may choose where this root process reads or writes (that
+//! is the node's setting, [`super::node_config`]) or steer the master
+//! device (that is the NetworkMap's).
 
 use serde_json::{Map, Value};
 
 use super::error::{CniError, INCOMPATIBLE_VERSION, INVALID_CONFIG, UNDECODABLE};
+use super::node_config;
 use super::version;
 
-pub const DEFAULT_CACHE_DIR: &str = "/var/lib/cni/surveyor";
-
 /// Keys that are Surveyor's own and never reach the delegate.
-const OWN_KEYS: [&str; 4] = ["network", "delegate", "stateDir", "cacheDir"];
+const OWN_KEYS: [&str; 2] = ["network", "delegate"];
+
+/// Keys that once chose directories: now the node's setting.
+const NODE_KEYS: [&str; 2] = ["stateDir", "cacheDir"];
+
+/// Delegate keys that would choose or redirect the master device.
+const MASTER_KEYS: [&str; 2] = ["master", "linkInContainer"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Delegate {
@@ -36,8 +44,6 @@ pub struct NetConf {
     /// The semantic network (`network`): a NetworkMap name.
     pub network: String,
     pub delegate: Delegate,
-    pub state_dir: PathBuf,
-    pub cache_dir: PathBuf,
     /// The whole object as given, for the delegate.
     pub raw: Map<String, Value>,
 }
@@ -94,6 +100,21 @@ impl NetConf {
                 "network {name:?}: \"master\" must not be set: surveyor picks the device from NetworkMap {network:?}; remove \"master\""
             )));
         }
+        for key in MASTER_KEYS.iter().filter(|k| **k != "master") {
+            if raw.contains_key(*key) {
+                return Err(invalid(format!(
+                    "network {name:?}: {key:?} must not be set: it would make the delegate look the master device up elsewhere than where NetworkMap {network:?} resolved it; remove {key:?}"
+                )));
+            }
+        }
+        for key in NODE_KEYS {
+            if raw.contains_key(key) {
+                return Err(invalid(format!(
+                    "network {name:?}: {key:?} is no longer a network setting: where the plugin reads the snapshot and keeps its cache is the node's choice, in {} (or the file $SURVEYOR_CNI_CONFIG names), which surveyor install-cni writes; remove {key:?}",
+                    node_config::DEFAULT_PATH
+                )));
+            }
+        }
         let delegate = match string("delegate")?.as_deref() {
             None | Some("macvlan") => Delegate::Macvlan,
             Some("ipvlan") => Delegate::Ipvlan,
@@ -103,20 +124,7 @@ impl NetConf {
                 )));
             }
         };
-        let dir = |key: &str, default: &str| -> Result<PathBuf, CniError> {
-            let path = PathBuf::from(string(key)?.unwrap_or_else(|| default.to_string()));
-            if path.is_absolute() {
-                Ok(path)
-            } else {
-                Err(invalid(format!(
-                    "{key} must be an absolute path, not {:?}",
-                    path.display()
-                )))
-            }
-        };
         Ok(NetConf {
-            state_dir: dir("stateDir", crate::snapshot::DEFAULT_STATE_DIR)?,
-            cache_dir: dir("cacheDir", DEFAULT_CACHE_DIR)?,
             cni_version,
             name,
             network,
@@ -146,7 +154,7 @@ mod tests {
 
     const GREEN: &str = r#"{"cniVersion":"1.0.0","name":"green","type":"surveyor","network":"green","mode":"bridge",
         "ipam":{"type":"host-local","subnet":"10.10.0.0/24"},"args":{"cni":{"master":"eth0"}},
-        "runtimeConfig":{"mac":"02:00:00:00:00:09"},"prevResult":{"cniVersion":"1.0.0"},"stateDir":"/tmp/s"}"#;
+        "runtimeConfig":{"mac":"02:00:00:00:00:09"},"prevResult":{"cniVersion":"1.0.0"}}"#;
 
     #[test]
     fn parses_and_builds_the_delegate_config() {
@@ -155,8 +163,6 @@ mod tests {
             (c.name.as_str(), c.network.as_str(), c.delegate),
             ("green", "green", Delegate::Macvlan)
         );
-        assert_eq!(c.state_dir, PathBuf::from("/tmp/s"));
-        assert_eq!(c.cache_dir, PathBuf::from(DEFAULT_CACHE_DIR));
         let d = Value::Object(c.delegate_config("ens4", "1.0.0"));
         assert_eq!(d["type"], "macvlan");
         assert_eq!(d["master"], "ens4");
@@ -234,10 +240,23 @@ mod tests {
             code(r#"{"cniVersion":"1.0.0","name":"g","network":"g","delegate":"bridge"}"#),
             INVALID_CONFIG
         );
-        assert_eq!(
-            code(r#"{"cniVersion":"1.0.0","name":"g","network":"g","cacheDir":"rel/dir"}"#),
-            INVALID_CONFIG
-        );
+        for key in ["stateDir", "cacheDir"] {
+            let e = NetConf::parse(
+                format!(
+                    r#"{{"cniVersion":"1.0.0","name":"g","network":"g","{key}":"/etc/cni/net.d"}}"#
+                )
+                .as_bytes(),
+            )
+            .unwrap_err();
+            assert_eq!(e.code, INVALID_CONFIG);
+            assert!(e.msg.contains(key) && e.msg.contains("surveyor.d"), "{e}");
+        }
+        let e = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"g","network":"green","linkInContainer":true}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, INVALID_CONFIG);
+        assert!(e.msg.contains("linkInContainer"), "{e}");
         let master = NetConf::parse(
             br#"{"cniVersion":"1.0.0","name":"g","network":"green","master":"eth1"}"#,
         )

@@ -110,11 +110,24 @@ impl Env {
     }
 }
 
+/// Longest container ID accepted: a cache file name (ID, interface name
+/// and suffixes) must fit a file name, and is never truncated into another
+/// attachment's. Runtimes use 64 hex digits.
+pub const MAX_CONTAINER_ID: usize = 200;
+
 /// The spec's container ID: letters, digits, `_`, `.`, `-`, starting with a
 /// letter or digit. Anything else could also escape the cache directory.
 pub fn check_container_id(id: &str) -> Result<(), CniError> {
-    let ok = id.len() <= 1024
-        && id.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+    if id.len() > MAX_CONTAINER_ID {
+        return Err(CniError::new(
+            INVALID_ENV,
+            format!(
+                "CNI_CONTAINERID is {} bytes long; at most {MAX_CONTAINER_ID} are accepted",
+                id.len()
+            ),
+        ));
+    }
+    let ok = id.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
@@ -204,6 +217,9 @@ mod tests {
             assert!(check_container_id(id).is_err(), "{id}");
         }
         check_container_id("0123abcdef_x.y-z").unwrap();
+        check_container_id(&"a".repeat(MAX_CONTAINER_ID)).unwrap();
+        let long = check_container_id(&"a".repeat(MAX_CONTAINER_ID + 1)).unwrap_err();
+        assert!(long.msg.contains("at most 200"), "{long}");
         for name in [
             ".",
             "..",

@@ -22,6 +22,9 @@ pub const DEVICE_VANISHED: u32 = 101;
 pub const DELEGATE_FAILED: u32 = 102;
 /// Surveyor: the ADD cache could not be read or written.
 pub const CACHE_FAILED: u32 = 103;
+/// Surveyor: the node-level configuration (where the snapshot and the
+/// cache are) is unreadable or invalid.
+pub const NODE_CONFIG: u32 = 104;
 
 /// A CNI error result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,12 +11,14 @@ pub mod config;
 pub mod delegate;
 pub mod env;
 pub mod error;
+pub mod node_config;
 pub mod version;
 
 use std::collections::HashSet;
 use std::io::{Read as _, Write as _};
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
@@ -27,6 +29,12 @@ use self::cache::{Cache, Entry};
 use self::config::NetConf;
 use self::env::{Command, Env};
 use self::error::*;
+use self::node_config::NodeConfig;
+
+/// GC leaves alone entries younger than this: their ADD may still be in
+/// flight (the runtime lists attachments it knows, and may not know one
+/// it is making).
+const GC_GRACE: Duration = Duration::from_secs(60);
 
 /// The master given to a delegate's DEL when the real one is gone: macvlan
 /// and ipvlan only check on DEL that the master exists, then release the
@@ -42,7 +50,14 @@ pub fn main() -> ExitCode {
             None,
         );
     }
-    let result = Env::from_vars(|k| std::env::var(k).ok()).and_then(|env| run(&env, &stdin));
+    let result = Env::from_vars(|k| std::env::var(k).ok()).and_then(|env| {
+        let node = if env.command == Command::Version {
+            NodeConfig::default()
+        } else {
+            NodeConfig::load(std::env::var(node_config::ENV).ok().as_deref())?
+        };
+        run(&env, &node, &stdin)
+    });
     match result {
         Ok(out) => {
             let mut stdout = std::io::stdout().lock();
@@ -65,18 +80,36 @@ fn fail(e: &CniError, version: Option<&str>) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// One command's inputs: the runtime's environment, the network
+/// configuration, the node's settings.
+struct Ctx<'a> {
+    env: &'a Env,
+    conf: NetConf,
+    node: &'a NodeConfig,
+}
+
+impl Ctx<'_> {
+    fn cache(&self) -> Cache {
+        Cache::new(&self.node.cache_dir)
+    }
+}
+
 /// Dispatches one command; the bytes for stdout on success.
-pub fn run(env: &Env, stdin: &[u8]) -> Result<Vec<u8>, CniError> {
+pub fn run(env: &Env, node: &NodeConfig, stdin: &[u8]) -> Result<Vec<u8>, CniError> {
     if env.command == Command::Version {
         return Ok(version_answer(stdin));
     }
-    let conf = NetConf::parse(stdin)?;
+    let ctx = Ctx {
+        env,
+        conf: NetConf::parse(stdin)?,
+        node,
+    };
     match env.command {
-        Command::Add => add(env, &conf),
-        Command::Del => del(env, &conf),
-        Command::Check => check(env, &conf),
-        Command::Status => status(&conf),
-        Command::Gc => gc(env, &conf),
+        Command::Add => add(&ctx),
+        Command::Del => del(&ctx),
+        Command::Check => check(&ctx),
+        Command::Status => status(&ctx),
+        Command::Gc => gc(&ctx),
         Command::Version => Ok(version_answer(stdin)),
     }
 }
@@ -97,8 +130,9 @@ fn this_node() -> String {
 }
 
 /// The agent's snapshot; without one, "try again" (the agent is starting).
-fn snapshot(conf: &NetConf) -> Result<Snapshot, CniError> {
-    read_networks(&conf.state_dir).map_err(|e| {
+fn snapshot(ctx: &Ctx) -> Result<Snapshot, CniError> {
+    let conf = &ctx.conf;
+    read_networks(&ctx.node.state_dir).map_err(|e| {
         let node = this_node();
         let msg = match &e {
             SnapshotError::Missing(path) => format!("no network snapshot on node {node} yet ({})", path.display()),
@@ -233,18 +267,30 @@ fn tried(mut e: CniError, conf: &NetConf, node: &str, device: &str) -> CniError 
     e
 }
 
-fn add(env: &Env, conf: &NetConf) -> Result<Vec<u8>, CniError> {
-    let snapshot = snapshot(conf)?;
+fn add(ctx: &Ctx) -> Result<Vec<u8>, CniError> {
+    let conf = &ctx.conf;
+    let snapshot = snapshot(ctx)?;
     let device = pick_device(conf, &snapshot)?;
-    let binary = delegate::find(conf.delegate.as_str(), &env.path)?;
+    let binary = delegate::find(conf.delegate.as_str(), &ctx.env.path)?;
     let version = delegate_version(&binary, conf)?;
     let mut config = conf.delegate_config(&device, &version);
     speak(&mut config, &version);
-    let (container_id, ifname) = env.attachment();
-    let cache = Cache::new(&conf.cache_dir);
+    let (container_id, ifname) = ctx.env.attachment();
+    let cache = ctx.cache();
+    let _lock = cache.lock(container_id, ifname)?;
     // A second ADD for one attachment is a runtime bug; if it fails, the
     // first attachment must survive it.
-    let previous = cache.read(container_id, ifname)?;
+    let previous = match cache.read(container_id, ifname) {
+        Ok(previous) => previous,
+        Err(unusable) => {
+            eprintln!(
+                "surveyor: replacing an unusable cache entry {}: {}",
+                unusable.path.display(),
+                unusable.why
+            );
+            None
+        }
+    };
     let entry = Entry {
         container_id: container_id.into(),
         ifname: ifname.into(),
@@ -274,34 +320,49 @@ fn add(env: &Env, conf: &NetConf) -> Result<Vec<u8>, CniError> {
 }
 
 /// The delegate configuration of an attachment: the one recorded at ADD,
-/// else rebuilt from the snapshot (or, for DEL, a stand-in master).
+/// else rebuilt from the snapshot (or, for DEL, a stand-in master), saying
+/// so on stderr (the runtime's log).
 fn recorded_or_rebuilt(
-    conf: &NetConf,
-    env: &Env,
+    ctx: &Ctx,
     binary: &Path,
     for_del: bool,
 ) -> Result<Map<String, Value>, CniError> {
-    let (container_id, ifname) = env.attachment();
-    if let Some(entry) = Cache::new(&conf.cache_dir).read(container_id, ifname)? {
-        let mut config = entry.config;
-        // The runtime's prevResult is the current one.
-        if let Some(prev) = conf.raw.get("prevResult") {
-            config.insert("prevResult".into(), prev.clone());
+    let conf = &ctx.conf;
+    let (container_id, ifname) = ctx.env.attachment();
+    let why = match ctx.cache().read(container_id, ifname) {
+        Ok(Some(entry)) => {
+            let mut config = entry.config;
+            // The runtime's prevResult is the current one.
+            if let Some(prev) = conf.raw.get("prevResult") {
+                config.insert("prevResult".into(), prev.clone());
+            }
+            let version = config
+                .get("cniVersion")
+                .and_then(Value::as_str)
+                .unwrap_or(&conf.cni_version)
+                .to_string();
+            speak(&mut config, &version);
+            return Ok(config);
         }
-        let version = config
-            .get("cniVersion")
-            .and_then(Value::as_str)
-            .unwrap_or(&conf.cni_version)
-            .to_string();
-        speak(&mut config, &version);
-        return Ok(config);
-    }
+        Ok(None) => "no cache entry".to_string(),
+        Err(unusable) => format!(
+            "the cache entry {} is unusable ({})",
+            unusable.path.display(),
+            unusable.why
+        ),
+    };
     let version = delegate_version(binary, conf)?;
-    let device = match snapshot(conf).and_then(|s| pick_device(conf, &s)) {
+    let device = match snapshot(ctx).and_then(|s| pick_device(conf, &s)) {
         Ok(device) => device,
         Err(_) if for_del => STAND_IN_MASTER.to_string(),
         Err(e) => return Err(e),
     };
+    if for_del {
+        eprintln!(
+            "surveyor: {container_id}/{ifname}: {why}; releasing with a configuration rebuilt from network {:?} (master {device})",
+            conf.network
+        );
+    }
     let mut config = conf.delegate_config(&device, &version);
     speak(&mut config, &version);
     Ok(config)
@@ -319,20 +380,23 @@ fn master_or_stand_in(config: &mut Map<String, Value>) {
     }
 }
 
-fn del(env: &Env, conf: &NetConf) -> Result<Vec<u8>, CniError> {
-    let binary = delegate::find(conf.delegate.as_str(), &env.path)?;
-    let mut config = recorded_or_rebuilt(conf, env, &binary, true)?;
+fn del(ctx: &Ctx) -> Result<Vec<u8>, CniError> {
+    let conf = &ctx.conf;
+    let binary = delegate::find(conf.delegate.as_str(), &ctx.env.path)?;
+    let (container_id, ifname) = ctx.env.attachment();
+    let cache = ctx.cache();
+    let _lock = cache.lock(container_id, ifname)?;
+    let mut config = recorded_or_rebuilt(ctx, &binary, true)?;
     master_or_stand_in(&mut config);
     call(&binary, conf, &this_node(), &config, &[])?;
-    let (container_id, ifname) = env.attachment();
-    Cache::new(&conf.cache_dir).remove(container_id, ifname)?;
+    cache.remove(container_id, ifname)?;
     Ok(Vec::new())
 }
 
-fn check(env: &Env, conf: &NetConf) -> Result<Vec<u8>, CniError> {
-    let binary = delegate::find(conf.delegate.as_str(), &env.path)?;
-    let config = recorded_or_rebuilt(conf, env, &binary, false)?;
-    call(&binary, conf, &this_node(), &config, &[])?;
+fn check(ctx: &Ctx) -> Result<Vec<u8>, CniError> {
+    let binary = delegate::find(ctx.conf.delegate.as_str(), &ctx.env.path)?;
+    let config = recorded_or_rebuilt(ctx, &binary, false)?;
+    call(&binary, &ctx.conf, &this_node(), &config, &[])?;
     Ok(Vec::new())
 }
 
@@ -354,8 +418,8 @@ fn call(
     delegate::run(binary, vars, &stdin).map_err(|e| tried(e, conf, node, device))
 }
 
-fn status(conf: &NetConf) -> Result<Vec<u8>, CniError> {
-    match read_networks(&conf.state_dir) {
+fn status(ctx: &Ctx) -> Result<Vec<u8>, CniError> {
+    match read_networks(&ctx.node.state_dir) {
         Ok(_) => Ok(Vec::new()),
         Err(e) => Err(CniError::new(
             NOT_AVAILABLE,
@@ -369,14 +433,31 @@ fn status(conf: &NetConf) -> Result<Vec<u8>, CniError> {
 
 /// Releases every cached attachment of this network that the runtime no
 /// longer lists as valid: a delegate DEL (which frees the IPAM lease), then
-/// the cache entry.
-fn gc(env: &Env, conf: &NetConf) -> Result<Vec<u8>, CniError> {
-    let valid: HashSet<(String, String)> = conf
-        .raw
-        .get("cni.dev/valid-attachments")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+/// the cache entry. Without the list there is nothing to go by: nothing is
+/// released. Entries younger than [`GC_GRACE`], or whose lock an ADD or DEL
+/// holds, are left alone.
+fn gc(ctx: &Ctx) -> Result<Vec<u8>, CniError> {
+    let conf = &ctx.conf;
+    let Some(listed) = conf.raw.get("cni.dev/valid-attachments") else {
+        return Err(CniError::new(
+            INVALID_CONFIG,
+            format!(
+                "network {:?}: GC needs \"cni.dev/valid-attachments\" (the attachments to keep); without it nothing is released",
+                conf.name
+            ),
+        ));
+    };
+    let Some(listed) = listed.as_array() else {
+        return Err(CniError::new(
+            INVALID_CONFIG,
+            format!(
+                "network {:?}: \"cni.dev/valid-attachments\" must be a list",
+                conf.name
+            ),
+        ));
+    };
+    let valid: HashSet<(String, String)> = listed
+        .iter()
         .filter_map(|a| {
             Some((
                 a.get("containerID")?.as_str()?.to_string(),
@@ -384,21 +465,37 @@ fn gc(env: &Env, conf: &NetConf) -> Result<Vec<u8>, CniError> {
             ))
         })
         .collect();
-    let cache = Cache::new(&conf.cache_dir);
-    let stale: Vec<Entry> = cache
-        .list()?
-        .into_iter()
-        .filter(|e| {
-            e.name == conf.name && !valid.contains(&(e.container_id.clone(), e.ifname.clone()))
-        })
-        .collect();
+    let cache = ctx.cache();
+    let mut stale = Vec::new();
+    for l in cache.list()? {
+        if valid.contains(&(l.container_id.clone(), l.ifname.clone())) || l.age < GC_GRACE {
+            continue;
+        }
+        match l.entry {
+            Ok(entry) if entry.name == conf.name => stale.push(entry),
+            Ok(_) => {} // another network's: its own GC's business
+            Err(unusable) => eprintln!(
+                "surveyor: GC of network {:?}: leaving {} ({}); its DEL releases it",
+                conf.name,
+                unusable.path.display(),
+                unusable.why
+            ),
+        }
+    }
     if stale.is_empty() {
         return Ok(Vec::new());
     }
-    let binary = delegate::find(conf.delegate.as_str(), &env.path)?;
+    let binary = delegate::find(conf.delegate.as_str(), &ctx.env.path)?;
     let node = this_node();
     let mut failed = Vec::new();
     for entry in stale {
+        let Some(_lock) = cache.try_lock(&entry.container_id, &entry.ifname)? else {
+            continue; // an ADD or DEL is at it
+        };
+        // Read again under the lock: an ADD may have rewritten it.
+        let Ok(Some(entry)) = cache.read(&entry.container_id, &entry.ifname) else {
+            continue;
+        };
         let mut config = entry.config.clone();
         master_or_stand_in(&mut config);
         config.remove("prevResult");
