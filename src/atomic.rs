@@ -17,6 +17,37 @@ pub enum Durability {
     Unsynced,
 }
 
+/// A replacement made, its data and rename not yet known to be on disk:
+/// [`Unsynced::sync`] makes them so, while the caller does other work.
+pub struct Unsynced {
+    file: File,
+    dir: std::path::PathBuf,
+}
+
+impl Unsynced {
+    /// Flushes the new file and the rename to disk.
+    pub fn sync(self) -> io::Result<()> {
+        self.file.sync_all()?;
+        File::open(&self.dir)?.sync_all()
+    }
+}
+
+/// Replaces `dir/name` with `bytes` now (atomically for readers) and
+/// leaves the flush to disk to the caller. Until then a crash may leave
+/// the old content, or an empty file.
+pub fn replace_deferred(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<Unsynced> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    let file = tmp.persist(dir.join(name)).map_err(|e| e.error)?;
+    Ok(Unsynced {
+        file,
+        dir: dir.to_path_buf(),
+    })
+}
+
 /// Replaces `dir/name` with `bytes`.
 pub fn replace(dir: &Path, name: &str, bytes: &[u8], durability: Durability) -> io::Result<()> {
     let mut tmp = tempfile::Builder::new()
@@ -47,6 +78,16 @@ mod tests {
         replace(dir.path(), "a.json", b"one", Durability::Synced).unwrap();
         replace(dir.path(), "a.json", b"two", Durability::Unsynced).unwrap();
         assert_eq!(std::fs::read(dir.path().join("a.json")).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn a_deferred_replacement_is_in_place_before_it_is_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let pending = replace_deferred(dir.path(), "a.json", b"one").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("a.json")).unwrap(), b"one");
+        pending.sync().unwrap();
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
     }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::error::{CACHE_FAILED, CniError};
-use crate::atomic::{self, Durability};
+use crate::atomic;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -141,14 +141,23 @@ impl Cache {
         }
     }
 
-    /// Records an attachment (before its delegate runs, so a crash after
-    /// the delegate leaves an entry DEL can use). Hold its lock.
+    /// Records an attachment, durably. Hold its lock.
     pub fn write(&self, entry: &Entry) -> Result<(), CniError> {
+        self.write_deferred(entry)?
+            .sync()
+            .map_err(|e| self.fail("cannot flush", e))
+    }
+
+    /// Records an attachment now and leaves the flush to disk to the caller
+    /// (ADD flushes while the delegate runs: the entry is in place before
+    /// the delegate starts, so a crash after it leaves one DEL can use, and
+    /// on disk before ADD answers). Hold its lock.
+    pub fn write_deferred(&self, entry: &Entry) -> Result<atomic::Unsynced, CniError> {
         fs::create_dir_all(&self.dir).map_err(|e| self.fail("cannot create", e))?;
         let bytes =
             serde_json::to_vec(entry).map_err(|e| self.fail("cannot encode an entry for", e))?;
         let name = format!("{}.json", Self::key(&entry.container_id, &entry.ifname));
-        atomic::replace(&self.dir, &name, &bytes, Durability::Synced)
+        atomic::replace_deferred(&self.dir, &name, &bytes)
             .map_err(|e| self.fail("cannot write to", e))
     }
 

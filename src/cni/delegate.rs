@@ -31,6 +31,21 @@ pub fn find(name: &str, path: &[PathBuf]) -> Result<PathBuf, CniError> {
 
 /// What one delegate run gave: stdout on success, its CNI error otherwise.
 pub fn run(binary: &Path, env: &[(&str, Option<&str>)], stdin: &[u8]) -> Result<Vec<u8>, CniError> {
+    start(binary, env, stdin)?.wait()
+}
+
+/// A delegate running, its stdin given.
+pub struct Running {
+    child: std::process::Child,
+    binary: PathBuf,
+}
+
+/// Starts the delegate: the caller may work while it runs, then waits.
+pub fn start(
+    binary: &Path,
+    env: &[(&str, Option<&str>)],
+    stdin: &[u8],
+) -> Result<Running, CniError> {
     let mut cmd = Command::new(binary);
     // The runtime's environment as is (CNI_ARGS and all), with overrides.
     for (key, value) in env {
@@ -52,15 +67,30 @@ pub fn run(binary: &Path, env: &[(&str, Option<&str>)], stdin: &[u8]) -> Result<
     })?;
     if let Some(mut input) = child.stdin.take() {
         // A delegate that exits without reading is judged by its exit
-        // status and output below, not by a broken pipe here.
+        // status and output, not by a broken pipe here.
         let _ = input.write_all(stdin);
     }
-    let out = child.wait_with_output().map_err(|e| {
-        CniError::new(
-            DELEGATE_FAILED,
-            format!("waiting for {}: {e}", binary.display()),
-        )
-    })?;
+    Ok(Running {
+        child,
+        binary: binary.to_path_buf(),
+    })
+}
+
+impl Running {
+    /// Waits for the delegate: stdout on success, its CNI error otherwise.
+    pub fn wait(self) -> Result<Vec<u8>, CniError> {
+        let binary = self.binary;
+        let out = self.child.wait_with_output().map_err(|e| {
+            CniError::new(
+                DELEGATE_FAILED,
+                format!("waiting for {}: {e}", binary.display()),
+            )
+        })?;
+        judge(&binary, out)
+    }
+}
+
+fn judge(binary: &Path, out: std::process::Output) -> Result<Vec<u8>, CniError> {
     if out.status.success() {
         return Ok(out.stdout);
     }

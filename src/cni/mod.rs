@@ -299,8 +299,16 @@ fn add(ctx: &Ctx) -> Result<Vec<u8>, CniError> {
         device: device.clone(),
         config,
     };
-    cache.write(&entry)?;
-    match call(&binary, conf, &snapshot.node, &entry.config, &[]) {
+    let unsynced = cache.write_deferred(&entry)?;
+    // The flush to disk happens while the delegate works.
+    let flushed = || {
+        if let Err(e) = unsynced.sync() {
+            eprintln!(
+                "surveyor: the ADD cache entry of {container_id}/{ifname} may not survive a power loss: {e}"
+            );
+        }
+    };
+    match call_while(&binary, conf, &snapshot.node, &entry.config, flushed) {
         Ok(out) => Ok(relabel(out, &version, &conf.cni_version)),
         Err(e) => {
             match previous {
@@ -411,11 +419,32 @@ fn call(
 ) -> Result<Vec<u8>, CniError> {
     let stdin =
         serde_json::to_vec(config).map_err(|e| CniError::new(DELEGATE_FAILED, e.to_string()))?;
-    let device = config
+    delegate::run(binary, vars, &stdin).map_err(|e| tried(e, conf, node, master(config)))
+}
+
+/// [`call`], doing `meanwhile` while the delegate runs.
+fn call_while(
+    binary: &Path,
+    conf: &NetConf,
+    node: &str,
+    config: &Map<String, Value>,
+    meanwhile: impl FnOnce(),
+) -> Result<Vec<u8>, CniError> {
+    let stdin =
+        serde_json::to_vec(config).map_err(|e| CniError::new(DELEGATE_FAILED, e.to_string()))?;
+    let running =
+        delegate::start(binary, &[], &stdin).map_err(|e| tried(e, conf, node, master(config)))?;
+    meanwhile();
+    running
+        .wait()
+        .map_err(|e| tried(e, conf, node, master(config)))
+}
+
+fn master(config: &Map<String, Value>) -> &str {
+    config
         .get("master")
         .and_then(Value::as_str)
-        .unwrap_or_default();
-    delegate::run(binary, vars, &stdin).map_err(|e| tried(e, conf, node, device))
+        .unwrap_or_default()
 }
 
 fn status(ctx: &Ctx) -> Result<Vec<u8>, CniError> {
