@@ -9,7 +9,11 @@
 //! 2. Surveyor's own cost, without macvlan's noise: the same cycle with
 //!    `/bin/true` as the delegate, against `/bin/true` called directly.
 //! 3. The exec of the binary alone (`CNI_COMMAND=VERSION`) against
-//!    `/bin/true`, interleaved.
+//!    `/bin/true`, interleaved; and the host-target build's for comparison.
+//!
+//! What is measured is the binary hosts run: the static musl release build
+//! (`cargo build --release --target x86_64-unknown-linux-musl`, which this
+//! bench runs first).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -20,11 +24,37 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::{Netns, cable, median, ms, percentile, surveyor};
 
+/// Builds the static release binary and returns its path.
+fn static_release() -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--bin",
+            "surveyor",
+            "--target",
+            "x86_64-unknown-linux-musl",
+        ])
+        .current_dir(root)
+        .status()
+        .expect("run cargo build");
+    assert!(
+        status.success(),
+        "cannot build the static binary (rustup target add x86_64-unknown-linux-musl)"
+    );
+    format!("{root}/target/x86_64-unknown-linux-musl/release/surveyor")
+}
+
 const CYCLES: usize = 400;
 const PLUGINS: &str = "/usr/lib/cni";
 
 fn main() {
     support::require_root();
+    let plugin = static_release();
+    let host_build = surveyor().to_string();
     let node = Netns::new("bench-cni");
     let peer = Netns::new("bench-cni-p");
     let pod = Netns::new("bench-cni-pod");
@@ -57,7 +87,8 @@ fn main() {
     .to_string();
     let netns = format!("/run/netns/{}", pod.name);
     let noop_path = noop.to_str().unwrap().to_string();
-    let (real, own, execs) = node.block_on(move || async move {
+    let (real, own, execs, host_execs) = node.block_on(move || async move {
+        let surveyor = || plugin.as_str();
         let exec = |binary: &str, command: &str, conf: &str, path: &str| {
             let mut cmd = Command::new(binary);
             cmd.env("SURVEYOR_CNI_CONFIG", &settings)
@@ -123,7 +154,8 @@ fn main() {
             t.elapsed()
         };
         let execs = run(&|| once(surveyor()), &|| once("/bin/true"), &mut gap);
-        (real, own, execs)
+        let host_execs = run(&|| once(&host_build), &|| once("/bin/true"), &mut gap);
+        (real, own, execs, host_execs)
     });
     let line = |label: &str, s: &[Duration]| {
         println!(
@@ -160,9 +192,12 @@ fn main() {
     let (with, without) = execs;
     println!("\none exec (CNI_COMMAND=VERSION), {CYCLES} interleaved:");
     line("/bin/true (baseline)", &without);
-    line("surveyor", &with);
+    line("surveyor, static musl", &with);
     println!(
         "  ratio of medians {:.2}",
         median(&with).as_secs_f64() / median(&without).as_secs_f64()
     );
+    let (with, without) = host_execs;
+    line("/bin/true (baseline)", &without);
+    line("surveyor, host glibc build", &with);
 }

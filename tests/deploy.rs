@@ -3,6 +3,8 @@
 //! makes, the DaemonSet's arguments are ones the binary accepts, and the
 //! samples are valid for Surveyor.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
 use clap::Parser as _;
@@ -450,10 +452,11 @@ fn the_binary_is_static_and_position_independent() {
         found,
         "this test needs readelf from the Debian package binutils"
     );
-    let bin = env!("CARGO_BIN_EXE_surveyor");
+    let bin = support::static_binary();
     let readelf = |flag: &str| {
         let out = std::process::Command::new("readelf")
-            .args([flag, "-W", bin])
+            .args([flag, "-W"])
+            .arg(&bin)
             .output()
             .unwrap();
         assert!(out.status.success());

@@ -18,7 +18,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Netns, require_program, require_root, run, surveyor};
+use support::{Netns, require_program, require_root, run};
 
 const IMAGE: &str = "localhost/surveyor:test";
 /// The image's ENTRYPOINT (deploy/Containerfile).
@@ -193,12 +193,17 @@ fn the_image_runs_as_the_daemonset_says_and_installs_a_working_plugin() {
     let dir = tempfile::tempdir().unwrap();
     let host = dir.path().join("host");
 
-    // The image: the binary under test, stripped, FROM scratch.
+    // The image: the static binary, stripped, FROM scratch.
     let context = dir.path().join("context");
     std::fs::create_dir(&context).unwrap();
+    let binary = support::static_binary();
     run(
         "strip",
-        &["-o", context.join("surveyor").to_str().unwrap(), surveyor()],
+        &[
+            "-o",
+            context.join("surveyor").to_str().unwrap(),
+            binary.to_str().unwrap(),
+        ],
     );
     let storage = [
         "--storage-driver".to_string(),

@@ -32,7 +32,7 @@ pub fn save(node: &str, lldp: &Lldp, interfaces: &[Interface]) -> SavedNeighbors
                 interface: iface.name.clone(),
                 index,
                 mac: iface.mac.clone(),
-                expires: wall.checked_add(left).ok()?.round(jiff_millis()).ok()?,
+                expires: wall.checked_add(left).ok()?.round(to_millis()).ok()?,
                 neighbor: neighbor.clone(),
             })
         })
@@ -43,8 +43,12 @@ pub fn save(node: &str, lldp: &Lldp, interfaces: &[Interface]) -> SavedNeighbors
     }
 }
 
-fn jiff_millis() -> k8s_openapi::jiff::Unit {
-    k8s_openapi::jiff::Unit::Millisecond
+/// Milliseconds are plenty, and rounding down never lengthens a life.
+fn to_millis() -> k8s_openapi::jiff::TimestampRound {
+    use k8s_openapi::jiff::{RoundMode, TimestampRound, Unit};
+    TimestampRound::new()
+        .smallest(Unit::Millisecond)
+        .mode(RoundMode::Trunc)
 }
 
 /// Puts the saved neighbors back where they still apply; returns how many.

@@ -702,3 +702,25 @@ impl Drop for Ladvd {
         }
     }
 }
+
+/// The static build of the binary, as shipped in the image and installed
+/// on hosts: `$SURVEYOR_STATIC_BIN` (.ci/run sets it), else the musl debug
+/// build in target/. Fails naming the command that makes it.
+pub fn static_binary() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("SURVEYOR_STATIC_BIN") {
+        let path = std::path::PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "SURVEYOR_STATIC_BIN names {}, which is not there",
+            path.display()
+        );
+        return path;
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/x86_64-unknown-linux-musl/debug/surveyor");
+    assert!(
+        path.is_file(),
+        "this test needs the static binary: cargo build --bin surveyor --target x86_64-unknown-linux-musl (.ci/run builds it and sets SURVEYOR_STATIC_BIN)"
+    );
+    path
+}
