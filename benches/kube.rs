@@ -32,7 +32,7 @@ fn steady() {
     with_agent_in(&node, api, None, true, move |run| async move {
         run.until(15, "green resolved and published", |r| {
             r.snapshot()["networks"]["green"]["device"] == "sv-a"
-                && r.api.writes_to("/nodes/node1").len() == 1
+                && r.api.writes_to("/status").len() == 1
         })
         .await;
         // Let the neighbor settle into the published status first.
@@ -100,7 +100,7 @@ fn burst() {
             t.elapsed().as_secs_f64()
         );
         println!(
-            "  API writes {} (target <= 3): {statuses} status, {} labels; last status shows {final_count} interfaces",
+            "  API writes {} (target <= 2): {statuses} status, {} other; last status shows {final_count} interfaces",
             burst.len(),
             burst.len() - statuses
         );

@@ -12,6 +12,9 @@ use crate::inventory::Interface;
 
 pub const GROUP: &str = "surveyor.dev";
 pub const VERSION: &str = "v1alpha1";
+/// Node label prefix: `network.surveyor.dev/<network>: "true"` on each node
+/// where the network resolved (written by the controller).
+pub const LABEL_PREFIX: &str = "network.surveyor.dev/";
 
 /// A semantic network ("green") and the rule that finds its device on each
 /// node. The object's name is the network's name.
@@ -23,7 +26,10 @@ pub const VERSION: &str = "v1alpha1";
     shortname = "netmap",
     doc = "A semantic network and how to find its device on each node: explicit per-node interfaces, else a match rule over each node's surveyed interfaces.",
     derive = "PartialEq",
-    derive = "Default"
+    derive = "Default",
+    status = "NetworkMapStatus",
+    printcolumn = r#"{"name":"Resolved","type":"string","jsonPath":".status.resolved","description":"Selected nodes where the network has a device"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkMapSpec {
@@ -36,6 +42,35 @@ pub struct NetworkMapSpec {
     /// The rule for selected nodes without an explicit entry.
     #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
     pub match_rule: Option<MatchRule>,
+}
+
+/// Where a NetworkMap resolved across the cluster, written by the
+/// controller only. Nothing in it varies with time but condition
+/// transitions.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkMapStatus {
+    /// The map's generation this status is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Nodes the map selects (its nodeSelector), agent or not.
+    pub selected_nodes: u32,
+    /// Selected nodes where it has a device.
+    pub resolved_nodes: u32,
+    /// `resolvedNodes/selectedNodes`, for `kubectl get networkmaps`.
+    pub resolved: String,
+    /// Selected nodes without a device, with why: at most 20, by name (the
+    /// counts stay exact).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unresolved: Vec<UnresolvedNode>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct UnresolvedNode {
+    pub node: String,
+    pub reason: String,
 }
 
 /// "On node `node`, this network is `interface`."
@@ -152,7 +187,7 @@ pub struct Summary {
 }
 
 /// One network's resolution on a node.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkStatus {
     /// The device a pod attaching to this network gets its macvlan/ipvlan on.
@@ -167,6 +202,29 @@ pub struct NetworkStatus {
     /// Why there is no device, when there is none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// False when the map's nodeSelector leaves this node out.
+    #[serde(default = "selected", skip_serializing_if = "is_selected")]
+    pub selected: bool,
+}
+
+fn selected() -> bool {
+    true
+}
+
+fn is_selected(selected: &bool) -> bool {
+    *selected
+}
+
+impl Default for NetworkStatus {
+    fn default() -> Self {
+        NetworkStatus {
+            device: None,
+            candidates: Vec::new(),
+            rule: None,
+            reason: None,
+            selected: true,
+        }
+    }
 }
 
 /// Patterns the API server checks before an admin's map reaches any node.

@@ -8,7 +8,7 @@ fn main() -> std::process::ExitCode {
     }
     let cli = Cli::parse();
     let default_log = match cli.command {
-        Command::Agent(_) => "info",
+        Command::Agent(_) | Command::Controller(_) => "info",
         _ => "warn",
     };
     cli::init_logging(default_log);
@@ -16,6 +16,8 @@ fn main() -> std::process::ExitCode {
         Command::Discover(args) => cli::discover::run(args),
         Command::Agent(args) => cli::agent::run(args),
         Command::Resolve(args) => cli::resolve::run(args),
+        Command::Controller(args) => cli::controller::run(args),
+        Command::Topology(args) => cli::topology::run(args),
         Command::InstallCni(args) => cli::install::run(args),
         Command::Crds => surveyor::crd::crds_yaml()
             .map(|yaml| print!("{yaml}"))

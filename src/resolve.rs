@@ -193,6 +193,7 @@ impl Resolved {
             candidates: self.candidates.clone(),
             rule: self.rule.map(|r| r.as_str().to_string()),
             reason: self.reason.clone(),
+            selected: self.selected,
         }
     }
 }

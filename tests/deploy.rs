@@ -11,6 +11,7 @@ use clap::Parser as _;
 use serde_json::Value;
 use surveyor::agent::cluster::API_REQUESTS;
 use surveyor::cli::Cli;
+use surveyor::controller::API_REQUESTS as CONTROLLER_REQUESTS;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -68,7 +69,7 @@ fn crds_dir_is_exactly_what_surveyor_crds_prints() {
 }
 
 #[test]
-fn the_kustomization_deploys_crds_rbac_and_the_daemonset_consistently() {
+fn the_kustomization_deploys_crds_and_the_agent_with_exactly_the_rbac_it_uses() {
     let objects = deployed();
     let crds: Vec<&str> = find(&objects, "CustomResourceDefinition")
         .iter()
@@ -83,33 +84,132 @@ fn the_kustomization_deploys_crds_rbac_and_the_daemonset_consistently() {
         .as_str()
         .unwrap()
         .to_string();
-    let sa = find(&objects, "ServiceAccount")[0];
+    let sa = named(&objects, "ServiceAccount", "surveyor-agent");
     let ds = find(&objects, "DaemonSet")[0];
-    let role = find(&objects, "ClusterRole")[0];
-    let binding = find(&objects, "ClusterRoleBinding")[0];
     assert_eq!(sa["metadata"]["namespace"], namespace.as_str());
     assert_eq!(ds["metadata"]["namespace"], namespace.as_str());
     let pod = &ds["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], sa["metadata"]["name"]);
-    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
-    assert_eq!(binding["subjects"][0]["name"], sa["metadata"]["name"]);
-    assert_eq!(binding["subjects"][0]["namespace"], namespace.as_str());
     assert_eq!(
         ds["spec"]["selector"]["matchLabels"],
         ds["spec"]["template"]["metadata"]["labels"]
     );
+    let role = bound_role(&objects, "ClusterRoleBinding", sa, &namespace);
+    assert_grants_exactly(&[role], API_REQUESTS, "the agent", &crds);
+    // The agent writes no Node: one node cannot relabel the cluster.
+    let agent_verbs = rules_for(&[role], "", "nodes");
+    assert!(
+        !agent_verbs.contains(&"patch".to_string()),
+        "{agent_verbs:?}"
+    );
+}
 
-    // RBAC grants every request the agent makes (and the CRDs exist for it).
-    let rules = role["rules"].as_array().unwrap();
-    for (group, resource, verbs) in API_REQUESTS {
+#[test]
+fn the_controller_is_deployed_with_exactly_the_rbac_it_uses() {
+    let objects = deployed();
+    let crds: Vec<&str> = find(&objects, "CustomResourceDefinition")
+        .iter()
+        .map(|c| c["metadata"]["name"].as_str().unwrap())
+        .collect();
+    let namespace = "surveyor";
+    let sa = named(&objects, "ServiceAccount", "surveyor-controller");
+    let cluster_role = bound_role(&objects, "ClusterRoleBinding", sa, namespace);
+    let role = bound_role(&objects, "RoleBinding", sa, namespace);
+    assert_eq!(
+        role["metadata"]["namespace"], namespace,
+        "its Lease role is namespaced"
+    );
+    assert_grants_exactly(
+        &[cluster_role, role],
+        CONTROLLER_REQUESTS,
+        "the controller",
+        &crds,
+    );
+    // Leases only in its own namespace.
+    assert!(rules_for(&[cluster_role], "coordination.k8s.io", "leases").is_empty());
+    let deploy = named(&objects, "Deployment", "surveyor-controller");
+    assert_eq!(
+        deploy["spec"]["template"]["spec"]["serviceAccountName"],
+        "surveyor-controller"
+    );
+    // The Lease's namespace is the pod's, which is the Role's.
+    let env = &deploy["spec"]["template"]["spec"]["containers"][0]["env"];
+    let from = |name: &str| {
+        env.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["valueFrom"]["fieldRef"]["fieldPath"].clone())
+    };
+    assert_eq!(
+        from("POD_NAMESPACE"),
+        Some(Value::from("metadata.namespace"))
+    );
+    assert_eq!(from("POD_NAME"), Some(Value::from("metadata.name")));
+    assert_eq!(deploy["metadata"]["namespace"], namespace);
+}
+
+fn named<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} deployed"))
+}
+
+/// The role a binding of `kind` grants to service account `sa`.
+fn bound_role<'a>(objects: &'a [Value], kind: &str, sa: &Value, namespace: &str) -> &'a Value {
+    let binding = find(objects, kind)
+        .into_iter()
+        .find(|b| {
+            b["subjects"].as_array().unwrap().iter().any(|s| {
+                s["kind"] == "ServiceAccount"
+                    && s["name"] == sa["metadata"]["name"]
+                    && s["namespace"] == namespace
+            })
+        })
+        .unwrap_or_else(|| panic!("no {kind} for {}", sa["metadata"]["name"]));
+    let role_kind = binding["roleRef"]["kind"].as_str().unwrap();
+    named(
+        objects,
+        role_kind,
+        binding["roleRef"]["name"].as_str().unwrap(),
+    )
+}
+
+/// The verbs `roles` grant on group/resource.
+fn rules_for(roles: &[&Value], group: &str, resource: &str) -> Vec<String> {
+    let mut verbs = Vec::new();
+    for role in roles {
+        for r in role["rules"].as_array().unwrap() {
+            let has = |k: &str, v: &str| r[k].as_array().unwrap().iter().any(|x| x == v);
+            if has("apiGroups", group) && has("resources", resource) {
+                verbs.extend(
+                    r["verbs"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_str().unwrap().to_string()),
+                );
+            }
+        }
+    }
+    verbs
+}
+
+/// RBAC grants every request `who` makes (the CRDs exist for them), and
+/// nothing else.
+fn assert_grants_exactly(
+    roles: &[&Value],
+    requests: &[(&str, &str, &[&str])],
+    who: &str,
+    crds: &[&str],
+) {
+    for (group, resource, verbs) in requests {
+        let granted = rules_for(roles, group, resource);
         for verb in *verbs {
-            let granted = rules.iter().any(|r| {
-                let has = |k: &str, v: &str| r[k].as_array().unwrap().iter().any(|x| x == v);
-                has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
-            });
             assert!(
-                granted,
-                "the ClusterRole does not grant {verb} on {group}/{resource}"
+                granted.iter().any(|g| g == verb),
+                "{who}'s roles do not grant {verb} on {group}/{resource}"
             );
         }
         let base = resource.split('/').next().unwrap();
@@ -120,19 +220,21 @@ fn the_kustomization_deploys_crds_rbac_and_the_daemonset_consistently() {
             );
         }
     }
-    // Least privilege: nothing beyond what the agent asks.
-    for r in rules {
-        for verb in r["verbs"].as_array().unwrap() {
-            for resource in r["resources"].as_array().unwrap() {
-                let asked = API_REQUESTS.iter().any(|(g, res, verbs)| {
-                    r["apiGroups"].as_array().unwrap().iter().any(|x| x == g)
-                        && resource == res
-                        && verbs.contains(&verb.as_str().unwrap())
-                });
-                assert!(
-                    asked,
-                    "the ClusterRole grants {verb} on {resource}, which the agent never asks for"
-                );
+    for role in roles {
+        for r in role["rules"].as_array().unwrap() {
+            for verb in r["verbs"].as_array().unwrap() {
+                for resource in r["resources"].as_array().unwrap() {
+                    let asked = requests.iter().any(|(g, res, verbs)| {
+                        r["apiGroups"].as_array().unwrap().iter().any(|x| x == g)
+                            && resource == res
+                            && verbs.contains(&verb.as_str().unwrap())
+                    });
+                    assert!(
+                        asked,
+                        "{who}'s {} grants {verb} on {resource}, which {who} never asks for",
+                        role["kind"].as_str().unwrap()
+                    );
+                }
             }
         }
     }
@@ -260,6 +362,59 @@ fn the_daemonset_runs_what_the_binary_accepts_with_least_privilege() {
 }
 
 #[test]
+fn the_controller_runs_what_the_binary_accepts_without_privilege() {
+    let objects = deployed();
+    let deploy = named(&objects, "Deployment", "surveyor-controller");
+    assert_eq!(deploy["spec"]["replicas"], 2, "a standby replica");
+    let pod = &deploy["spec"]["template"]["spec"];
+    assert!(pod["hostNetwork"].is_null(), "the pod network is enough");
+    assert_eq!(
+        deploy["spec"]["selector"]["matchLabels"],
+        deploy["spec"]["template"]["metadata"]["labels"]
+    );
+    let c = &pod["containers"][0];
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let argv: Vec<&str> = std::iter::once("surveyor")
+        .chain(args.iter().copied())
+        .collect();
+    Cli::try_parse_from(&argv)
+        .unwrap_or_else(|e| panic!("controller args {args:?} are not valid: {e}"));
+    // Non-root, no capability at all, a read-only root, seccomp.
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_ne!(pod["securityContext"]["runAsUser"], 0);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let sc = &c["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert!(sc["capabilities"]["add"].is_null());
+    assert!(pod["volumes"].is_null(), "no host paths, no volumes");
+    // Probes and the Service reach the port --listen serves.
+    let listen = args[args.iter().position(|a| *a == "--listen").unwrap() + 1];
+    let port: u64 = listen.rsplit_once(':').unwrap().1.parse().unwrap();
+    assert_eq!(c["ports"][0]["containerPort"], port);
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        assert_eq!(c[probe]["httpGet"]["path"], path);
+        assert_eq!(c[probe]["httpGet"]["port"], port);
+    }
+    let svc = named(&objects, "Service", "surveyor-controller");
+    assert_eq!(
+        svc["spec"]["selector"],
+        deploy["spec"]["template"]["metadata"]["labels"]
+    );
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], c["ports"][0]["name"]);
+    assert!(c["resources"]["limits"]["memory"].is_string());
+}
+
+#[test]
 fn the_samples_are_valid_surveyor_objects_that_reference_each_other() {
     let dir = root().join("deploy/samples");
     let map_text = std::fs::read_to_string(dir.join("networkmap-green.yaml")).unwrap();
@@ -280,7 +435,7 @@ fn the_samples_are_valid_surveyor_objects_that_reference_each_other() {
         pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"],
         nad["metadata"]["name"]
     );
-    let label = format!("{}{}", surveyor::agent::cluster::LABEL_PREFIX, map.name);
+    let label = format!("{}{}", surveyor::crd::LABEL_PREFIX, map.name);
     assert_eq!(pod["spec"]["nodeSelector"][label.as_str()], "true");
 }
 
@@ -406,7 +561,11 @@ fn kubectl_kustomize_renders_the_deployment() {
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
         "DaemonSet",
+        "Deployment",
+        "Service",
     ] {
         assert!(kinds.contains(kind), "{kind} missing from {kinds:?}");
     }
@@ -427,15 +586,18 @@ fn kubectl_kustomize_renders_the_deployment() {
             );
         }
     }
-    let ds = objects.iter().find(|o| o["kind"] == "DaemonSet").unwrap();
-    let pod = &ds["spec"]["template"]["spec"];
-    for c in pod["containers"]
-        .as_array()
-        .unwrap()
+    for workload in objects
         .iter()
-        .chain(pod["initContainers"].as_array().unwrap())
+        .filter(|o| o["kind"] == "DaemonSet" || o["kind"] == "Deployment")
     {
-        assert_eq!(c["image"], "surveyor:0.1.0", "{}", c["name"]);
+        let pod = &workload["spec"]["template"]["spec"];
+        let init = pod["initContainers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for c in pod["containers"].as_array().unwrap().iter().chain(&init) {
+            assert_eq!(c["image"], "surveyor:0.1.0", "{}", c["name"]);
+        }
     }
     // And it is what the files say.
     assert_eq!(objects.len(), deployed().len());

@@ -31,7 +31,7 @@ fn node_uid(api: &FakeApi) -> Value {
 fn first_publish_then_silence() {
     let api = FakeApi::with(vec![map("green", "sv-a")], json!({"rack": "r1"}));
     with_agent("kube-first", api, None, |run| async move {
-        run.until(5, "first publish", |r| r.api.writes().len() >= 3)
+        run.until(5, "first publish", |r| r.api.writes().len() >= 2)
             .await;
         let writes = run.api.writes();
         let query = |r: &Recorded| {
@@ -81,15 +81,10 @@ fn first_publish_then_silence() {
             &run.survey(),
             "the API and survey.json say the same"
         );
-        // 3. The Node's label for the resolved network, nothing else.
-        assert_eq!(writes[2].path, "/api/v1/nodes/node1");
-        assert_eq!(
-            writes[2].body,
-            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node1", "labels": {"network.surveyor.dev/green": "true"}}})
-        );
-        // Nothing changes: nothing is written.
+        // Nothing changes: nothing is written. And never a Node: labels
+        // are the controller's.
         tokio::time::sleep(Duration::from_millis(2500)).await;
-        assert_eq!(run.api.writes().len(), 3, "{:#?}", run.api.writes());
+        assert_eq!(run.api.writes().len(), 2, "{:#?}", run.api.writes());
         // Reads are the list and watch of maps, the Node and the NodeSurvey.
         let gets: Vec<String> = run
             .api
@@ -152,11 +147,11 @@ fn a_burst_of_link_events_is_at_most_two_writes_ending_in_the_final_state() {
 }
 
 #[test]
-fn network_map_events_re_resolve_and_move_node_labels() {
+fn network_map_events_re_resolve_and_reach_the_node_survey() {
     let api = FakeApi::with(vec![map("green", "sv-a")], json!({}));
-    with_agent("kube-labels", api, None, |run| async move {
+    with_agent("kube-maps", api, None, |run| async move {
         run.until(5, "first publish", |r| {
-            r.api.writes_to("/nodes/node1").len() == 1
+            r.api.writes_to("/status").len() == 1
         })
         .await;
         run.api.push("ADDED", map("red", "sv-b"));
@@ -164,36 +159,25 @@ fn network_map_events_re_resolve_and_move_node_labels() {
             r.snapshot()["networks"]["red"]["device"] == "sv-b"
         })
         .await;
-        run.until(5, "red labelled", |r| {
-            r.api.writes_to("/nodes/node1").len() == 2
+        run.until(5, "red published", |r| {
+            r.api.writes_to("/status").last().unwrap().body["status"]["networks"]["red"]["device"]
+                == "sv-b"
         })
         .await;
-        let labels = &run.api.writes_to("/nodes/node1")[1].body["metadata"]["labels"];
-        assert_eq!(
-            labels,
-            &json!({"network.surveyor.dev/green": "true", "network.surveyor.dev/red": "true"})
-        );
-        let status = run.api.writes_to("/status").last().unwrap().body["status"].clone();
-        assert_eq!(status["networks"]["red"]["device"], "sv-b");
 
         run.api.push("DELETED", map("green", "sv-a"));
         run.until(5, "green gone from the snapshot", |r| {
             r.snapshot()["networks"].get("green").is_none()
         })
         .await;
-        run.until(5, "green unlabelled", |r| {
-            r.api.writes_to("/nodes/node1").len() == 3
+        run.until(5, "green gone from the NodeSurvey", |r| {
+            let status = &r.api.get(SURVEYS, "node1").unwrap()["status"];
+            status["networks"].get("green").is_none() && status["summary"]["networks"] == "red"
         })
         .await;
-        let labels = &run.api.writes_to("/nodes/node1")[2].body["metadata"]["labels"];
-        assert_eq!(
-            labels,
-            &json!({"network.surveyor.dev/red": "true"}),
-            "server-side apply drops what we omit"
-        );
-        assert_eq!(
-            run.api.get(NODES, "node1").unwrap()["metadata"]["labels"],
-            json!({"network.surveyor.dev/red": "true"})
+        assert!(
+            run.api.writes_to("/nodes/node1").is_empty(),
+            "no Node writes"
         );
 
         // A malformed map is refused, keeps red's last valid version, and
@@ -326,7 +310,7 @@ fn an_unreachable_api_at_start_falls_back_to_the_maps_dir() {
 
 /// What is in the API is compared with what should be: a NodeSurvey
 /// deleted by hand comes back, an edited status is written again, a
-/// re-created Node gets its owner reference and labels.
+/// re-created Node gets its owner reference.
 #[test]
 fn drift_is_repaired() {
     let api = FakeApi::with(vec![map("green", "sv-a")], json!({}));
@@ -360,11 +344,9 @@ fn drift_is_repaired() {
         run.api.delete(NODES, "node1");
         run.api.put(NODES, node("node1", json!({})));
         let uid = node_uid(&run.api);
-        run.until(5, "owner and labels again", |r| {
+        run.until(5, "owner again", |r| {
             let s = r.api.get(SURVEYS, "node1").unwrap();
-            let n = r.api.get(NODES, "node1").unwrap();
             s["metadata"]["ownerReferences"][0]["uid"] == uid
-                && n["metadata"]["labels"]["network.surveyor.dev/green"] == "true"
         })
         .await;
         // And then it is quiet: repairs do not feed on themselves.
@@ -402,24 +384,18 @@ fn a_node_name_matching_no_node_is_reported() {
         assert_eq!(ready["reason"], "NodeNotFound");
         assert!(ready["message"].as_str().unwrap().contains("NODE_NAME"));
         assert!(s["metadata"].get("ownerReferences").is_none());
-        assert!(
-            run.api.writes_to("/nodes/node1").is_empty(),
-            "no Node to label"
-        );
-        // The Node appears: owner, labels, Ready.
+        // The Node appears: owner, Ready.
         run.api.put(NODES, node("node1", json!({})));
-        run.until(5, "owned and labelled", |r| {
+        run.until(5, "owned", |r| {
             let s = r.api.get(SURVEYS, "node1").unwrap();
             s["metadata"]["ownerReferences"][0]["kind"] == "Node"
                 && s["status"]["conditions"][0]["status"] == "True"
-                && !r.api.writes_to("/nodes/node1").is_empty()
         })
         .await;
     });
 }
 
-/// A restart with nothing changed on the node writes nothing but the
-/// labels it keeps, and never removes one.
+/// A restart with nothing changed on the node writes nothing.
 #[test]
 fn a_restart_with_nothing_changed_writes_no_status() {
     let api = FakeApi::with(vec![map("green", "sv-a")], json!({}));
@@ -435,7 +411,7 @@ fn a_restart_with_nothing_changed_writes_no_status() {
         Options::default(),
         state.clone(),
         |run| async move {
-            run.until(5, "published", |r| r.api.writes().len() >= 3)
+            run.until(5, "published", |r| r.api.writes().len() >= 2)
                 .await;
         },
     );
@@ -449,17 +425,7 @@ fn a_restart_with_nothing_changed_writes_no_status() {
         move |run| async move {
             tokio::time::sleep(Duration::from_millis(3000)).await;
             let after: Vec<Recorded> = run.api.writes()[before..].to_vec();
-            assert!(
-                after.iter().all(|w| !w.path.ends_with("/status")),
-                "the same status written again: {after:#?}"
-            );
-            for w in &after {
-                assert_eq!(
-                    w.body["metadata"]["labels"],
-                    json!({"network.surveyor.dev/green": "true"}),
-                    "{w:?}"
-                );
-            }
+            assert!(after.is_empty(), "written again: {after:#?}");
             assert_eq!(run.api.get(SURVEYS, "node1").unwrap()["status"], status);
         },
     );

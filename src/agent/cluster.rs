@@ -1,4 +1,4 @@
-//! The agent's side of the Kubernetes API: connecting, the watches that
+//! The agent's side of the Kubernetes API: the watches that
 //! bring NetworkMaps and the Node's labels in, and what the state dir
 //! remembers of them for a restart with the API down. Writes are
 //! [`super::writer`]'s.
@@ -15,11 +15,9 @@ use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event};
 
 use super::map_store::MapStore;
-use crate::crd::NetworkMap;
+use crate::crd::{LABEL_PREFIX, NetworkMap};
 
 pub const FIELD_MANAGER: &str = "surveyor-agent";
-/// Node label prefix: `network.surveyor.dev/<network>: "true"`.
-pub const LABEL_PREFIX: &str = "network.surveyor.dev/";
 /// Every API request the agent makes, as RBAC sees it: (API group,
 /// resource, verbs). The ClusterRole in deploy/ must grant all of it
 /// (tests/deploy.rs checks), and the agent must make nothing else
@@ -34,43 +32,10 @@ pub const API_REQUESTS: &[(&str, &str, &[&str])] = &[
     ),
     ("surveyor.dev", "nodesurveys/status", &["patch"]),
     ("surveyor.dev", "networkmaps", &["get", "list", "watch"]),
-    // Its own Node: labels in (watch), network labels out (apply).
-    ("", "nodes", &["get", "list", "watch", "patch"]),
+    // Its own Node's labels, for nodeSelectors; read only (the
+    // controller writes Node labels).
+    ("", "nodes", &["get", "list", "watch"]),
 ];
-
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
-    #[error("cannot read kubeconfig {path}: {source}")]
-    Kubeconfig {
-        path: String,
-        source: kube::config::KubeconfigError,
-    },
-    #[error(
-        "no cluster configuration (in-cluster service account, KUBECONFIG or ~/.kube/config): {0}"
-    )]
-    Infer(#[from] kube::config::InferConfigError),
-    #[error("cannot build a Kubernetes client: {0}")]
-    Client(#[from] kube::Error),
-}
-
-/// A client from `--kubeconfig`, else in-cluster config, else KUBECONFIG
-/// or `~/.kube/config`.
-pub async fn connect(kubeconfig: Option<&Path>) -> Result<Client, ClusterError> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let err = |source| ClusterError::Kubeconfig {
-                path: path.display().to_string(),
-                source,
-            };
-            let kc = kube::config::Kubeconfig::read_from(path).map_err(err)?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(err)?
-        }
-        None => kube::Config::infer().await?,
-    };
-    Ok(Client::try_from(config)?)
-}
 
 pub type MapEvents =
     Pin<Box<dyn Stream<Item = Result<Event<DynamicObject>, watcher::Error>> + Send>>;

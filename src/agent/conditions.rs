@@ -4,6 +4,8 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use crate::condition::condition;
+
 /// Where the maps in force came from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum MapsFrom {
@@ -116,18 +118,7 @@ pub fn conditions(previous: &[Condition], facts: &Facts, now: &Time) -> Vec<Cond
     ]
     .into_iter()
     .map(|(kind, (status, reason, message))| {
-        let since = previous
-            .iter()
-            .find(|c| c.type_ == kind && c.status == status && c.reason == reason)
-            .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
-        Condition {
-            type_: kind.to_string(),
-            status: status.to_string(),
-            reason: reason.to_string(),
-            message,
-            last_transition_time: since,
-            observed_generation: None,
-        }
+        condition(previous, kind, (status, reason, message), now)
     })
     .collect()
 }

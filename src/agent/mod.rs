@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::DynamicObject;
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::{mpsc, watch};
@@ -287,19 +287,14 @@ impl Agent {
                 .map(|(n, _)| n.clone())
                 .collect(),
         };
-        self.conditions = conditions::conditions(&self.conditions, &facts, &now());
+        self.conditions =
+            conditions::conditions(&self.conditions, &facts, &crate::condition::now());
         let status = status(interfaces, &resolution, self.conditions.clone());
         let written = self.write_state(&resolution, &status);
         self.record(&status, &facts);
-        let networks = resolution
-            .iter()
-            .filter(|(_, r)| r.device.is_some())
-            .map(|(n, _)| n.clone())
-            .collect();
         self.resolution = resolution;
         let desired = Desired {
             status,
-            networks,
             node_uid: None,
         };
         (desired, written)
@@ -704,13 +699,6 @@ impl Agent {
     }
 }
 
-/// Now, to the second: what the API keeps of a condition's time, so what
-/// is compared is what is written.
-fn now() -> Time {
-    let now = k8s_openapi::jiff::Timestamp::now();
-    Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
-}
-
 async fn lldp_changes(lldp: &mut Option<Lldp>) -> Vec<u32> {
     match lldp {
         Some(lldp) => lldp.changes().await,
@@ -786,11 +774,5 @@ mod tests {
                 .contains("\"rack\"")
         );
         assert!(parse_labels("=x").is_err());
-    }
-
-    #[test]
-    fn condition_times_are_whole_seconds() {
-        let t = now();
-        assert_eq!(t.0.subsec_nanosecond(), 0);
     }
 }

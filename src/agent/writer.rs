@@ -1,7 +1,8 @@
-//! The agent's writes to the API, in a task of their own: the NodeSurvey
+//! The agent's writes to the API, in a task of their own: its NodeSurvey
 //! (created with an ownerReference to its Node, its status through the
-//! status subresource) and the Node's `network.surveyor.dev/*` labels, by
-//! server-side apply with field manager `surveyor-agent`.
+//! status subresource), by server-side apply with field manager
+//! `surveyor-agent`. Node labels are the controller's: an agent holds no
+//! write access to any Node.
 //!
 //! It writes what should be there and is not: it watches its own
 //! NodeSurvey, so one deleted or edited by hand is put right within
@@ -11,13 +12,11 @@
 //! retried with backoff jittered by node, so a slow or absent API never
 //! holds up the event loop or the node-local snapshot.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt as _};
-use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event};
@@ -26,7 +25,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::cluster::{FIELD_MANAGER, LABEL_PREFIX};
+use super::cluster::FIELD_MANAGER;
 use super::metrics::{KindLabel, Metrics};
 use crate::crd::{NodeSurvey, NodeSurveyStatus};
 
@@ -55,10 +54,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Desired {
     pub status: NodeSurveyStatus,
-    /// Networks resolved here: each is a node label.
-    pub networks: BTreeSet<String>,
     /// The Node's UID, once the Node is known: the NodeSurvey's owner (so
-    /// it goes with a deleted Node) and the labels' target.
+    /// it goes with a deleted Node).
     pub node_uid: Option<String>,
 }
 
@@ -102,18 +99,11 @@ struct Written {
     /// The resource version our last write of the NodeSurvey returned:
     /// watch events older than it are echoes of earlier states.
     version: Option<u64>,
-    /// Labels, on the Node with this UID.
-    labels: Option<(String, BTreeSet<String>)>,
 }
 
 impl Written {
     fn covers(&self, want: &Desired) -> bool {
-        self.object.as_ref() == Some(&want.node_uid)
-            && self.status.as_ref() == Some(&want.status)
-            && match &want.node_uid {
-                Some(uid) => self.labels.as_ref() == Some(&(uid.clone(), want.networks.clone())),
-                None => true,
-            }
+        self.object.as_ref() == Some(&want.node_uid) && self.status.as_ref() == Some(&want.status)
     }
 
     /// Takes in what the watch says is there; true when that is not what
@@ -174,7 +164,6 @@ async fn publish_loop(
 ) {
     let writer = Writer {
         surveys: Api::all(client.clone()),
-        nodes: Api::all(client.clone()),
         node: node.clone(),
         metrics,
     };
@@ -290,7 +279,6 @@ fn jitter(node: &str) -> f64 {
 
 struct Writer {
     surveys: Api<NodeSurvey>,
-    nodes: Api<Node>,
     node: String,
     metrics: Arc<Metrics>,
 }
@@ -347,25 +335,6 @@ impl Writer {
             written.status = Some(want.status.clone());
             written.version = version(&made);
         }
-        let Some(uid) = &want.node_uid else {
-            return Ok(()); // no Node to label (yet)
-        };
-        let labels_done = written.labels.as_ref() == Some(&(uid.clone(), want.networks.clone()));
-        if !labels_done {
-            // Server-side apply: labels this manager set before and omits
-            // now are removed; labels of other managers are never touched.
-            let labels: BTreeMap<String, &str> = want
-                .networks
-                .iter()
-                .map(|n| (format!("{LABEL_PREFIX}{n}"), "true"))
-                .collect();
-            let object = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.node, "labels": labels}});
-            self.nodes
-                .patch(&self.node, &params, &Patch::Apply(&object))
-                .await?;
-            self.count("labels");
-            written.labels = Some((uid.clone(), want.networks.clone()));
-        }
         Ok(())
     }
 }
@@ -415,10 +384,8 @@ mod tests {
         assert!(!w.observe(Some(&survey(Some(status(1)), Some("u1"))), true));
         let want = Desired {
             status: status(1),
-            networks: BTreeSet::new(),
             node_uid: Some("u1".into()),
         };
-        w.labels = Some(("u1".into(), BTreeSet::new()));
         assert!(
             w.covers(&want),
             "a restart with nothing changed writes nothing"
@@ -443,12 +410,11 @@ mod tests {
         w.object = Some(Some("u1".into()));
         assert!(w.observe(None, false));
         assert!(!w.covers(&want));
-        // A Node re-created (new UID) needs its owner and labels again.
+        // A Node re-created (new UID) needs its owner again.
         let mut w = Written {
             object: Some(Some("u1".into())),
             status: Some(status(1)),
             version: None,
-            labels: Some(("u1".into(), BTreeSet::new())),
         };
         let renewed = Desired {
             node_uid: Some("u2".into()),
@@ -456,6 +422,6 @@ mod tests {
         };
         assert!(!w.covers(&renewed));
         w.object = Some(Some("u2".into()));
-        assert!(!w.covers(&renewed), "labels too");
+        assert!(w.covers(&renewed));
     }
 }

@@ -89,7 +89,7 @@ async fn source(
     if args.standalone {
         return standalone(args);
     }
-    let client = match cluster::connect(args.kubeconfig.as_deref()).await {
+    let client = match crate::connect::connect(args.kubeconfig.as_deref()).await {
         Ok(client) => client,
         Err(e) if args.maps.is_some() && args.kubeconfig.is_none() => {
             tracing::info!("no cluster configuration ({e}); running standalone with --maps");

@@ -2,9 +2,11 @@
 //! the program's edge, so errors here are `anyhow` with context for people.
 
 pub mod agent;
+pub mod controller;
 pub mod discover;
 pub mod install;
 pub mod resolve;
+pub mod topology;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -48,6 +50,29 @@ it changes; agent.lock keeps a second agent off it.")]
     Agent(agent::AgentArgs),
     /// Print the device the CNI plugin would use for NETWORK on this node.
     Resolve(resolve::ResolveArgs),
+    /// Run the cluster view: NetworkMap status, Node labels, /topology (a Deployment).
+    #[command(after_help = "\
+Examples:
+  surveyor controller                      in a pod: in-cluster config, Lease from POD_NAME/POD_NAMESPACE
+  surveyor controller --kubeconfig ~/.kube/config --no-leader-election
+      one controller from a laptop; the fabric at http://localhost:9465/topology
+
+Replicas campaign for Lease surveyor-controller in --namespace; the holder writes each
+NetworkMap's status and the network.surveyor.dev/* Node labels, every replica serves
+/topology (.svg, .json, .dot), /metrics, /healthz and /readyz.")]
+    Controller(controller::ControllerArgs),
+    /// Draw the fabric: switches, their ports, node interfaces and their networks.
+    #[command(after_help = "\
+Examples:
+  surveyor topology > fabric.svg                    from the cluster (kubeconfig)
+  surveyor topology -o dot | dot -Tpng > fabric.png
+  kubectl get nodesurveys -o json > all.json && surveyor topology --surveys all.json
+  surveyor topology --surveys surveys/ -o json
+      a directory of NODE.json or NODE/survey.json (each node's /run/surveyor/survey.json)
+
+Interfaces are coloured by network; grey ones match no NetworkMap. Nodes with a
+selected map unresolved are marked, and so are switches only one node sees.")]
+    Topology(topology::TopologyArgs),
     /// Print the NetworkMap and NodeSurvey CustomResourceDefinitions (YAML).
     #[command(after_help = "Example:\n  surveyor crds | kubectl apply -f -")]
     Crds,

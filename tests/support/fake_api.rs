@@ -1,11 +1,15 @@
 //! A fake Kubernetes API server for kube's `Client::new` over a tower-test
 //! mock. It keeps objects (NetworkMaps, NodeSurveys, Nodes, Leases, ...)
 //! with resource versions, answers lists, watches (with events from a
-//! given resource version on), gets, server-side apply (labels and owner
-//! references owned per field manager, the status subresource apart),
-//! creates, replaces with optimistic concurrency, and deletes; it records
-//! every request so tests and benchmarks assert and count them. And a
-//! harness running the cluster-mode agent against it in a namespace.
+//! given resource version on), gets, metadata-only lists and watches,
+//! server-side apply (fields owned per field manager: what a manager stops
+//! applying goes, a non-forced apply of a field another manager owns with
+//! another value is a 409 conflict; the status subresource apart), JSON
+//! merge and strategic merge patches (nulls delete), creates, replaces with
+//! optimistic concurrency, and deletes; it records every request, with the
+//! client that made it, so tests and benchmarks assert and count them. A
+//! client can be cut off (a partition). And a harness running the
+//! cluster-mode agent against it in a namespace.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -48,10 +52,20 @@ const COLLECTIONS: &[(&str, &str, &str)] = &[
 /// One request a client made.
 #[derive(Clone, Debug)]
 pub struct Recorded {
+    /// Which client ([`FakeApi::serve`] numbers them from 0).
+    pub client: usize,
     pub method: String,
     pub path: String,
     pub query: BTreeMap<String, String>,
+    pub content_type: String,
     pub body: Value,
+}
+
+type Path = Vec<String>;
+
+/// Metadata-only (`as=PartialObjectMetadata`) when the client asks.
+fn as_meta(obj: &Value) -> Value {
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": obj["metadata"]})
 }
 
 #[derive(Default)]
@@ -59,10 +73,10 @@ struct Collection {
     objects: BTreeMap<String, Value>,
     /// Every change: (resource version, event type, object).
     log: Vec<(u64, &'static str, Value)>,
-    watchers: Vec<(Option<String>, UnboundedSender<Value>)>,
-    /// Per object, per field manager: the label keys it applied, and
-    /// whether it applied owner references.
-    owned: BTreeMap<String, BTreeMap<String, (BTreeSet<String>, bool)>>,
+    /// (only this name, metadata only, events).
+    watchers: Vec<(Option<String>, bool, UnboundedSender<Value>)>,
+    /// Per object, per field manager: the fields it owns.
+    owned: BTreeMap<String, BTreeMap<String, BTreeSet<Path>>>,
 }
 
 #[derive(Default)]
@@ -128,10 +142,11 @@ impl Store {
 }
 
 fn notify(c: &mut Collection, name: &str, kind: &str, obj: &Value) {
-    c.watchers.retain(|(only, tx)| {
+    c.watchers.retain(|(only, meta, tx)| {
         if only.as_deref().is_some_and(|n| n != name) {
             return !tx.is_closed();
         }
+        let obj = if *meta { as_meta(obj) } else { obj.clone() };
         tx.unbounded_send(json!({"type": kind, "object": obj}))
             .is_ok()
     });
@@ -148,6 +163,8 @@ pub struct FakeApi {
     pub hang_writes: Arc<AtomicU32>,
     /// 503 for everything.
     pub down: Arc<AtomicBool>,
+    /// Per client: cut off (503 for its requests, its watches end).
+    cuts: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
 }
 
 impl Default for FakeApi {
@@ -158,6 +175,7 @@ impl Default for FakeApi {
             fail_writes: Arc::default(),
             hang_writes: Arc::default(),
             down: Arc::default(),
+            cuts: Arc::default(),
         }
     }
 }
@@ -183,7 +201,8 @@ impl FakeApi {
         api
     }
 
-    /// Creates or replaces an object, as an admin's `kubectl apply` would.
+    /// Creates or replaces an object, as an admin's `kubectl apply` would
+    /// (an object given without a status keeps the one it has).
     pub fn put(&self, collection: &'static str, obj: Value) -> Value {
         let mut store = self.store.lock().unwrap();
         let name = obj["metadata"]["name"].as_str().unwrap().to_string();
@@ -192,6 +211,11 @@ impl FakeApi {
             // Keep what the server owns.
             for k in ["uid", "creationTimestamp"] {
                 obj["metadata"][k] = old["metadata"][k].clone();
+            }
+            if obj.get("status").is_none() {
+                if let Some(status) = old.get("status") {
+                    obj["status"] = status.clone();
+                }
             }
             let generation = old["metadata"]["generation"].as_u64().unwrap_or(1);
             let spec_changed = old.get("spec") != obj.get("spec");
@@ -253,15 +277,45 @@ impl FakeApi {
             .collect()
     }
 
+    /// How many clients were served.
+    pub fn clients(&self) -> usize {
+        self.cuts.lock().unwrap().len()
+    }
+
     /// Starts answering on a mock client.
     pub fn serve(&self) -> Client {
+        self.serve_cuttable().0
+    }
+
+    /// A client and its switch: set, it is cut off from the API (every
+    /// request answered 503, its watches ended), as a partition would.
+    pub fn serve_cuttable(&self) -> (Client, Arc<AtomicBool>) {
         let (service, mut handle) =
             tower_test::mock::pair::<Request<kube::client::Body>, Response<Body>>();
         let api = self.clone();
+        let cut = Arc::new(AtomicBool::new(false));
+        let id = {
+            let mut cuts = self.cuts.lock().unwrap();
+            cuts.push(cut.clone());
+            cuts.len() - 1
+        };
+        let cut_here = cut.clone();
         tokio::spawn(async move {
             let mut held = Vec::new();
             while let Some((request, respond)) = handle.next_request().await {
                 let (parts, body) = request.into_parts();
+                let header = |name: http::header::HeaderName| {
+                    parts
+                        .headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                let (content_type, accept) = (
+                    header(http::header::CONTENT_TYPE),
+                    header(http::header::ACCEPT),
+                );
                 let bytes = body.collect_bytes().await.unwrap_or_default();
                 let query: BTreeMap<String, String> = parts
                     .uri
@@ -272,13 +326,15 @@ impl FakeApi {
                     .map(|(k, v)| (k.to_string(), decode(v)))
                     .collect();
                 let rec = Recorded {
+                    client: id,
                     method: parts.method.to_string(),
                     path: parts.uri.path().to_string(),
                     query,
+                    content_type,
                     body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
                 };
                 api.requests.lock().unwrap().push(rec.clone());
-                if api.down.load(Ordering::SeqCst) {
+                if api.down.load(Ordering::SeqCst) || cut_here.load(Ordering::SeqCst) {
                     respond.send_response(status(503, "ServiceUnavailable", "the API is down"));
                     continue;
                 }
@@ -298,13 +354,14 @@ impl FakeApi {
                         continue;
                     }
                 }
-                respond.send_response(api.answer(&rec));
+                let meta = accept.contains("as=PartialObjectMetadata");
+                respond.send_response(api.answer(&rec, meta, &cut_here));
             }
         });
-        Client::new(service, "default")
+        (Client::new(service, "default"), cut)
     }
 
-    fn answer(&self, rec: &Recorded) -> Response<Body> {
+    fn answer(&self, rec: &Recorded, meta: bool, cut: &Arc<AtomicBool>) -> Response<Body> {
         let Some((collection, name, sub)) = route(&rec.path) else {
             return status(404, "NotFound", "not in this fake");
         };
@@ -326,22 +383,32 @@ impl FakeApi {
                 for (rv, kind, obj) in &c.log {
                     let matches = only.as_deref().is_none_or(|n| obj["metadata"]["name"] == n);
                     if *rv > from && matches {
+                        let obj = if meta { as_meta(obj) } else { obj.clone() };
                         let _ = tx.unbounded_send(json!({"type": kind, "object": obj}));
                     }
                 }
-                c.watchers.push((only, tx));
-                let lines =
-                    rx.map(|e| Ok::<_, Infallible>(Frame::data(Bytes::from(format!("{e}\n")))));
+                c.watchers.push((only, meta, tx));
+                // A cut client's watch ends (its connection is gone).
+                let cut = cut.clone();
+                let lines = rx
+                    .take_while(move |_| std::future::ready(!cut.load(Ordering::SeqCst)))
+                    .map(|e| Ok::<_, Infallible>(Frame::data(Bytes::from(format!("{e}\n")))));
                 Response::new(StreamBody::new(lines).boxed_unsync())
             }
             ("GET", None, None) => {
                 let (_, api_version, kind) =
                     COLLECTIONS.iter().find(|c| c.0 == collection).unwrap();
-                let items: Vec<&Value> = store.collections[collection]
+                let items: Vec<Value> = store.collections[collection]
                     .objects
                     .values()
                     .filter(|o| only.as_deref().is_none_or(|n| o["metadata"]["name"] == n))
+                    .map(|o| if meta { as_meta(o) } else { o.clone() })
                     .collect();
+                let (api_version, kind) = if meta {
+                    ("meta.k8s.io/v1", "PartialObjectMetadataList")
+                } else {
+                    (*api_version, *kind)
+                };
                 json_response(json!({
                     "apiVersion": api_version, "kind": kind,
                     "metadata": {"resourceVersion": store.rv.to_string()}, "items": items,
@@ -353,14 +420,26 @@ impl FakeApi {
             },
             ("PATCH", Some(name), sub) => {
                 let manager = rec.query.get("fieldManager").cloned().unwrap_or_default();
-                apply(
-                    &mut store,
-                    collection,
-                    &name,
-                    sub.as_deref(),
-                    &manager,
-                    &rec.body,
-                )
+                if rec.content_type.starts_with("application/apply-patch") {
+                    let force = rec.query.get("force").is_some_and(|f| f == "true");
+                    apply(
+                        &mut store,
+                        collection,
+                        &name,
+                        sub.as_deref(),
+                        (&manager, force),
+                        &rec.body,
+                    )
+                } else {
+                    merge_patch(
+                        &mut store,
+                        collection,
+                        &name,
+                        sub.as_deref(),
+                        &manager,
+                        &rec.body,
+                    )
+                }
             }
             ("POST", None, None) => {
                 let name = rec.body["metadata"]["name"]
@@ -393,17 +472,90 @@ impl FakeApi {
     }
 }
 
-/// Server-side apply, as far as the tests need it: labels and owner
-/// references are owned per field manager (what a manager stops applying
-/// goes, what others set stays); spec and the other fields are replaced by
-/// what is applied; the status subresource replaces the status only, of an
-/// object that must exist.
+/// The fields a write sets: every leaf (scalar, list, null) under the
+/// body's top-level fields and under metadata's labels, annotations and
+/// owner references; not the identity, nor the status (a subresource).
+fn fields(body: &Value) -> Vec<(Path, Value)> {
+    fn walk(v: &Value, path: &mut Path, out: &mut Vec<(Path, Value)>) {
+        match v.as_object() {
+            Some(o) if !o.is_empty() => {
+                for (k, v) in o {
+                    path.push(k.clone());
+                    walk(v, path, out);
+                    path.pop();
+                }
+            }
+            _ => out.push((path.clone(), v.clone())),
+        }
+    }
+    let mut out = Vec::new();
+    for (k, v) in body.as_object().into_iter().flatten() {
+        match k.as_str() {
+            "apiVersion" | "kind" | "status" => {}
+            "metadata" => {
+                for m in ["labels", "annotations", "ownerReferences"] {
+                    if let Some(v) = v.get(m) {
+                        walk(v, &mut vec![k.clone(), m.to_string()], &mut out);
+                    }
+                }
+            }
+            _ => walk(v, &mut vec![k.clone()], &mut out),
+        }
+    }
+    out
+}
+
+fn get_path<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(obj, |v, k| v.get(k))
+}
+
+fn set_path(obj: &mut Value, path: &[String], value: Value) {
+    let mut v = obj;
+    for k in &path[..path.len() - 1] {
+        if !v.get(k).is_some_and(Value::is_object) {
+            v[k.as_str()] = json!({});
+        }
+        v = &mut v[k.as_str()];
+    }
+    v[path[path.len() - 1].as_str()] = value;
+}
+
+fn remove_path(obj: &mut Value, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut v = obj;
+    for k in parents {
+        match v.get_mut(k) {
+            Some(next) => v = next,
+            None => return,
+        }
+    }
+    if let Some(o) = v.as_object_mut() {
+        o.remove(last);
+    }
+}
+
+fn bump_generation(before: Option<&Value>, obj: &mut Value) {
+    if let Some(before) = before {
+        if before.get("spec") != obj.get("spec") {
+            let generation = obj["metadata"]["generation"].as_u64().unwrap_or(1);
+            obj["metadata"]["generation"] = json!(generation + 1);
+        }
+    }
+}
+
+/// Server-side apply, as far as tests need it: the fields applied are the
+/// manager's; what it applied before and omits now goes (unless another
+/// manager owns it too); without force, a field another manager owns with
+/// another value is a conflict. The status subresource replaces the
+/// status only, of an object that must exist.
 fn apply(
     store: &mut Store,
     collection: &'static str,
     name: &str,
     sub: Option<&str>,
-    manager: &str,
+    (manager, force): (&str, bool),
     body: &Value,
 ) -> Response<Body> {
     let current = store.collections[collection].objects.get(name).cloned();
@@ -420,48 +572,81 @@ fn apply(
     });
     let c = store.collections.get_mut(collection).unwrap();
     let owned = c.owned.entry(name.to_string()).or_default();
-    let (old_labels, old_owners) = owned.remove(manager).unwrap_or_default();
-    let others: BTreeSet<String> = owned.values().flat_map(|(l, _)| l.clone()).collect();
-    let applied: BTreeMap<String, Value> = body["metadata"]["labels"]
-        .as_object()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default();
-    let mut labels = obj["metadata"]["labels"]
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
-    for gone in old_labels
-        .iter()
-        .filter(|k| !applied.contains_key(*k) && !others.contains(*k))
-    {
-        labels.remove(gone);
-    }
-    for (k, v) in &applied {
-        labels.insert(k.clone(), v.clone());
-    }
-    obj["metadata"]["labels"] = Value::Object(labels);
-    let sets_owners = !body["metadata"]["ownerReferences"].is_null();
-    if sets_owners {
-        obj["metadata"]["ownerReferences"] = body["metadata"]["ownerReferences"].clone();
-    } else if old_owners {
-        obj["metadata"]
-            .as_object_mut()
-            .unwrap()
-            .remove("ownerReferences");
-    }
-    owned.insert(
-        manager.to_string(),
-        (applied.keys().cloned().collect(), sets_owners),
-    );
-    for (k, v) in body.as_object().into_iter().flatten() {
-        if !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind") {
-            if k == "spec" && obj.get("spec") != Some(v) && current.is_some() {
-                let generation = obj["metadata"]["generation"].as_u64().unwrap_or(1);
-                obj["metadata"]["generation"] = json!(generation + 1);
+    let applied = fields(body);
+    if !force {
+        for (path, value) in &applied {
+            let differs = get_path(&obj, path).is_some_and(|v| v != value);
+            let other = owned
+                .iter()
+                .find(|(m, paths)| m.as_str() != manager && paths.contains(path));
+            if let (true, Some((other, _))) = (differs, other) {
+                let message = format!(
+                    "Apply failed with 1 conflict: conflict with \"{other}\": .{}",
+                    path.join(".")
+                );
+                return status(409, "Conflict", &message);
             }
-            obj[k] = v.clone();
         }
     }
+    let paths: BTreeSet<Path> = applied.iter().map(|(p, _)| p.clone()).collect();
+    if force {
+        for (m, theirs) in owned.iter_mut() {
+            if m != manager {
+                theirs.retain(|p| !paths.contains(p));
+            }
+        }
+    }
+    let before = owned.remove(manager).unwrap_or_default();
+    for gone in before.difference(&paths) {
+        if !owned.values().any(|theirs| theirs.contains(gone)) {
+            remove_path(&mut obj, gone);
+        }
+    }
+    for (path, value) in applied {
+        set_path(&mut obj, &path, value);
+    }
+    owned.insert(manager.to_string(), paths);
+    bump_generation(current.as_ref(), &mut obj);
+    json_response(store.commit(collection, obj))
+}
+
+/// A JSON merge patch (a strategic merge patch is the same for the objects
+/// here: no merge-keyed lists): nulls delete; the fields set become the
+/// manager's, and no longer anyone else's.
+fn merge_patch(
+    store: &mut Store,
+    collection: &'static str,
+    name: &str,
+    sub: Option<&str>,
+    manager: &str,
+    body: &Value,
+) -> Response<Body> {
+    let Some(current) = store.collections[collection].objects.get(name).cloned() else {
+        return not_found(name);
+    };
+    if sub.is_some() {
+        return status(
+            405,
+            "MethodNotAllowed",
+            "merge patches of subresources: not in this fake",
+        );
+    }
+    let mut obj = current.clone();
+    let changes = fields(body);
+    let c = store.collections.get_mut(collection).unwrap();
+    let owned = c.owned.entry(name.to_string()).or_default();
+    for (path, value) in changes {
+        for paths in owned.values_mut() {
+            paths.retain(|p| !p.starts_with(&path));
+        }
+        if value.is_null() {
+            remove_path(&mut obj, &path);
+        } else {
+            set_path(&mut obj, &path, value);
+            owned.entry(manager.to_string()).or_default().insert(path);
+        }
+    }
+    bump_generation(Some(&current), &mut obj);
     json_response(store.commit(collection, obj))
 }
 

@@ -3,13 +3,18 @@
 
 use std::path::{Path, PathBuf};
 
-/// The captures shared beside the project (`../shared/lldp-captures`),
-/// read in place; a test that needs them fails naming the directory.
+/// The captures shared beside the project (`../shared/lldp-captures`, or
+/// `SURVEYOR_LLDP_CAPTURES` for a checkout elsewhere), read in place; a
+/// test that needs them fails naming the directory.
 pub fn captures_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/lldp-captures");
+    let dir = match std::env::var_os("SURVEYOR_LLDP_CAPTURES") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/lldp-captures"),
+    };
     if !dir.is_dir() {
         panic!(
-            "this test reads the public LLDP captures in {}; that directory is missing",
+            "this test reads the public LLDP captures in {}; that directory is missing \
+             (set SURVEYOR_LLDP_CAPTURES to where they are)",
             dir.display()
         );
     }

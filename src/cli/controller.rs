@@ -1,0 +1,94 @@
+//! `surveyor controller`: the cluster view (a Deployment; one replica
+//! writes, chosen by a Lease).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::controller::leader::{Leadership, LeaseConfig};
+use crate::controller::metrics::Metrics;
+use crate::controller::{self, Pace, Sources, http};
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// Kubeconfig to reach the cluster [default: in-cluster config, else $KUBECONFIG or ~/.kube/config].
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Serve /topology, /metrics, /healthz and /readyz on this address.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9465")]
+    pub listen: SocketAddr,
+    /// Namespace of the Lease that picks the one replica that writes.
+    #[arg(
+        long,
+        value_name = "NS",
+        env = "POD_NAMESPACE",
+        default_value = "surveyor"
+    )]
+    pub namespace: String,
+    /// This replica's name in the Lease [default: $POD_NAME, else HOSTNAME-PID].
+    #[arg(long, value_name = "NAME", env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// A leader that stops renewing its Lease is replaced after this (at least 2s).
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = super::parse_duration)]
+    pub lease_duration: Duration,
+    /// No Lease: this process is the only controller (one replica, or a laptop).
+    #[arg(long)]
+    pub no_leader_election: bool,
+}
+
+pub fn run(args: ControllerArgs) -> anyhow::Result<()> {
+    let identity = match args.identity.as_deref().map(str::trim) {
+        Some(id) if !id.is_empty() => id.to_string(),
+        _ => format!(
+            "{}-{}",
+            crate::node::node_name(None, None)?,
+            std::process::id()
+        ),
+    };
+    let lease = LeaseConfig {
+        namespace: args.namespace.clone(),
+        identity,
+        duration: args.lease_duration,
+    };
+    if !args.no_leader_election {
+        lease.check().context("--lease-duration / --identity")?;
+    }
+    super::runtime()?.block_on(async {
+        let client = crate::connect::connect(args.kubeconfig.as_deref())
+            .await
+            .context("connecting to the cluster")?;
+        let metrics = Arc::new(Metrics::new());
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        tokio::spawn(http::serve(listener, metrics.clone()));
+        let leadership = if args.no_leader_election {
+            Leadership::always()
+        } else {
+            tracing::info!(
+                "campaigning for Lease {}/{} as {}",
+                lease.namespace,
+                controller::leader::LEASE_NAME,
+                lease.identity
+            );
+            Leadership::campaign(client.clone(), lease)?
+        };
+        let sources = Sources::watch(&client);
+        controller::run(
+            client,
+            sources,
+            leadership.receiver(),
+            Pace::default(),
+            metrics,
+            super::agent::shutdown(),
+        )
+        .await;
+        tracing::info!("stopping; giving the Lease up");
+        leadership.release().await;
+        anyhow::Ok(())
+    })
+}
