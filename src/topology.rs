@@ -218,11 +218,29 @@ pub fn color(network: &str, networks: &[String]) -> &'static str {
     const PALETTE: [&str; 8] = [
         "#2f6fd6", "#e8862a", "#2e9e4f", "#d64541", "#8e44ad", "#16a3a3", "#c9a800", "#d6589c",
     ];
-    if let Some((_, c)) = NAMED.iter().find(|(n, _)| network.contains(n)) {
+    let named = |net: &str| NAMED.iter().find(|(n, _)| net.contains(n)).map(|(_, c)| *c);
+    if let Some(c) = named(network) {
         return c;
     }
-    let at = networks.iter().position(|n| n == network).unwrap_or(0);
-    PALETTE[at % PALETTE.len()]
+    // The others take the palette in order, skipping what named networks
+    // of this picture already show.
+    let taken: Vec<&str> = networks.iter().filter_map(|n| named(n)).collect();
+    let free: Vec<&str> = PALETTE
+        .iter()
+        .copied()
+        .filter(|c| !taken.contains(c))
+        .collect();
+    let palette = if free.is_empty() {
+        &PALETTE[..]
+    } else {
+        &free[..]
+    };
+    let at = networks
+        .iter()
+        .filter(|n| named(n).is_none())
+        .position(|n| n == network)
+        .unwrap_or(0);
+    palette[at % palette.len()]
 }
 
 /// Escapes text for XML (SVG, HTML) and DOT strings alike.
@@ -244,7 +262,8 @@ fn esc(s: &str) -> String {
 
 const NODE_COL: u32 = 190;
 const SWITCH_COL: u32 = 210;
-const HEADER: u32 = 120;
+const HEADER: u32 = 124;
+const BOX_BOTTOM: u32 = 94;
 const ROW: u32 = 24;
 const LEGEND: u32 = 64;
 
@@ -261,8 +280,7 @@ pub fn svg(t: &Topology) -> String {
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"##
     );
     out.push_str(r##"<rect width="100%" height="100%" fill="#ffffff"/>"##);
-    // Switch headers and their bus lines.
-    let body_end = HEADER + rows.iter().sum::<u32>() * ROW;
+    // Switch headers; their bus lines come after the node bands, over them.
     for (i, sw) in t.switches.iter().enumerate() {
         let x = NODE_COL + SWITCH_COL * i as u32;
         let lone = sw.nodes == 1;
@@ -273,9 +291,10 @@ pub fn svg(t: &Topology) -> String {
         };
         let _ = write!(
             out,
-            r##"<g class="switch"><rect x="{}" y="20" width="{}" height="56" rx="6" fill="#eef1f5" stroke="#34495e" stroke-width="1.5"{dash}/><text x="{}" y="44" text-anchor="middle" font-weight="bold"{}>{}</text><text x="{}" y="64" text-anchor="middle" fill="#555">{} port(s), {} node(s){}</text></g>"##,
+            r##"<g class="switch"><rect x="{}" y="20" width="{}" height="{}" rx="6" fill="#eef1f5" stroke="#34495e" stroke-width="1.5"{dash}/><text x="{}" y="44" text-anchor="middle" font-weight="bold"{}>{}</text><text x="{}" y="64" text-anchor="middle" fill="#555">{}, {}</text>"##,
             x + 10,
             SWITCH_COL - 20,
+            BOX_BOTTOM - 20,
             x + SWITCH_COL / 2,
             if sw.chassis_only {
                 r##" font-style="italic""##
@@ -284,15 +303,17 @@ pub fn svg(t: &Topology) -> String {
             },
             esc(&sw.name),
             x + SWITCH_COL / 2,
-            sw.ports.len(),
-            sw.nodes,
-            if lone { " - seen by one node" } else { "" },
+            count(sw.ports.len(), "port"),
+            count(sw.nodes, "node"),
         );
-        let _ = write!(
-            out,
-            r##"<line x1="{bx}" y1="76" x2="{bx}" y2="{body_end}" stroke="#b8c2cc" stroke-width="2"/>"##,
-            bx = x + 24,
-        );
+        if lone {
+            let _ = write!(
+                out,
+                r##"<text x="{}" y="82" text-anchor="middle" fill="#c0392b">seen by one node only</text>"##,
+                x + SWITCH_COL / 2
+            );
+        }
+        out.push_str("</g>");
     }
     let x = NODE_COL + SWITCH_COL * t.switches.len() as u32;
     let _ = write!(
@@ -302,6 +323,7 @@ pub fn svg(t: &Topology) -> String {
     );
     // One band per node.
     let mut y = HEADER;
+    let mut bus_end = vec![0u32; t.switches.len()];
     for (node, rows) in t.nodes.iter().zip(&rows) {
         let band = rows * ROW;
         let warn = !node.unresolved.is_empty() || !node.surveyed;
@@ -349,7 +371,8 @@ pub fn svg(t: &Topology) -> String {
                 ("#2c3e50", "")
             };
             let opacity = if iface.up { "1" } else { "0.45" };
-            if iface.switch.is_some() {
+            if let Some(sw) = iface.switch {
+                bus_end[sw] = iy + 8;
                 let _ = write!(
                     out,
                     r##"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#b8c2cc" stroke-width="2"/>"##,
@@ -391,19 +414,40 @@ pub fn svg(t: &Topology) -> String {
         out.push_str("</g>");
         y += band;
     }
+    for (i, end) in bus_end.iter().enumerate() {
+        let _ = write!(
+            out,
+            r##"<line x1="{bx}" y1="{BOX_BOTTOM}" x2="{bx}" y2="{}" stroke="#b8c2cc" stroke-width="2"/>"##,
+            (*end).max(BOX_BOTTOM),
+            bx = NODE_COL + SWITCH_COL * i as u32 + 24,
+        );
+    }
     legend(&mut out, t, y + 14);
     out.push_str("</svg>\n");
     out
 }
 
-/// Rows a node needs: the most interfaces in one column, at least two
-/// (name and warning).
+/// "1 port", "3 ports".
+fn count(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+/// Rows a node needs: the most interfaces in one column, and room for its
+/// name (and its warning, when it has one).
 fn node_rows(node: &TopoNode, columns: usize) -> u32 {
     let mut per = vec![0u32; columns];
     for i in &node.interfaces {
         per[i.switch.unwrap_or(columns - 1)] += 1;
     }
-    per.into_iter().max().unwrap_or(0).max(2)
+    let warned = !node.surveyed || !node.unresolved.is_empty();
+    per.into_iter()
+        .max()
+        .unwrap_or(0)
+        .max(1 + u32::from(warned))
 }
 
 fn legend(out: &mut String, t: &Topology, y: u32) {

@@ -488,13 +488,20 @@ async fn a_stopping_leader_hands_over_at_once() {
     until(5, "b synced", &api, || b.metrics.is_ready()).await;
     let t = tokio::time::Instant::now();
     a.stop().await;
-    let lease_obj = api.get(support::fake_api::LEASES, "surveyor-controller").unwrap();
-    assert!(lease_obj["spec"].get("holderIdentity").is_none(), "released: {lease_obj}");
+    let lease_obj = api
+        .get(support::fake_api::LEASES, "surveyor-controller")
+        .unwrap();
+    assert!(
+        lease_obj["spec"].get("holderIdentity").is_none(),
+        "released: {lease_obj}"
+    );
     until(5, "b leads", &api, || b.is_leader()).await;
     let took = t.elapsed();
     eprintln!("handover on a graceful stop: {took:?} (lease 6 s, retry 1 s)");
     assert!(took < Duration::from_millis(2500), "took {took:?}");
-    let held = api.get(support::fake_api::LEASES, "surveyor-controller").unwrap();
+    let held = api
+        .get(support::fake_api::LEASES, "surveyor-controller")
+        .unwrap();
     assert_eq!(held["spec"]["holderIdentity"], "replica-b");
     assert_eq!(held["spec"]["leaseTransitions"], 2);
     b.stop().await;

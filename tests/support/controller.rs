@@ -93,13 +93,17 @@ pub fn network_map(name: &str, spec: Value) -> Value {
 }
 
 /// A fake API holding these maps, Nodes (with labels) and NodeSurveys.
-pub fn cluster(maps: Vec<Value>, nodes: Vec<(&str, Value)>, surveys: Vec<Value>) -> FakeApi {
+pub fn cluster<N: AsRef<str>>(
+    maps: Vec<Value>,
+    nodes: Vec<(N, Value)>,
+    surveys: Vec<Value>,
+) -> FakeApi {
     let api = FakeApi::default();
     for m in maps {
         api.put(MAPS, m);
     }
     for (name, labels) in nodes {
-        api.put(NODES, super::fake_api::node(name, labels));
+        api.put(NODES, super::fake_api::node(name.as_ref(), labels));
     }
     for s in surveys {
         api.put(SURVEYS, s);
@@ -206,4 +210,97 @@ pub async fn until(secs: u64, what: &str, api: &FakeApi, cond: impl Fn() -> bool
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The switches of [`fabric`], in column order: three with names and one
+/// known by chassis ID only.
+pub const FABRIC_SWITCHES: [&str; 4] = [
+    "tor-green-01",
+    "tor-blue-01",
+    "00:1c:73:00:00:03",
+    "mgmt-sw-01",
+];
+
+/// A rack of `n` nodes (`node01`...), 4 NICs each: ens1 to tor-green-01
+/// (green), ens2 to tor-blue-01 (blue), ens3 to a switch that sends only
+/// its chassis ID (storage), ens4 to mgmt-sw-01 (no map). With the day's
+/// troubles: node17's ens2 down (blue unresolved), node33 hears no LLDP
+/// (green, blue, storage unresolved), node42's ens4 cabled to a lab switch
+/// no one else sees, and the last node has no agent.
+pub fn fabric(n: usize) -> FakeApi {
+    let maps = vec![
+        network_map(
+            "green",
+            json!({"match": {"lldp": {"systemName": "tor-green-*"}}}),
+        ),
+        network_map(
+            "blue",
+            json!({"match": {"lldp": {"systemName": "tor-blue-*"}}}),
+        ),
+        network_map(
+            "storage",
+            json!({"match": {"lldp": {"chassisId": "00:1c:73:*"}}}),
+        ),
+    ];
+    let mut nodes = Vec::new();
+    let mut surveys = Vec::new();
+    for i in 1..=n {
+        let name = format!("node{i:02}");
+        nodes.push((name.clone(), json!({"rack": "r1"})));
+        if i == n {
+            continue; // no agent
+        }
+        let port = format!("Ethernet1/{i}");
+        let mgmt = if i == 42 { "lab-sw-99" } else { "mgmt-sw-01" };
+        let deaf = i == 33;
+        let sw = |s: &'static str| (!deaf).then_some(s);
+        let (green, blue, storage): (&[&str], &[&str], &[&str]) = if deaf {
+            (&[], &[], &[])
+        } else if i == 17 {
+            (&["green"], &[], &["storage"])
+        } else {
+            (&["green"], &["blue"], &["storage"])
+        };
+        let nics = [
+            nic(
+                "ens1",
+                green,
+                sw("tor-green-01").map(|s| (s, port.as_str())),
+            ),
+            nic("ens2", blue, sw("tor-blue-01").map(|s| (s, port.as_str()))),
+            nic(
+                "ens3",
+                storage,
+                sw("00:1c:73:00:00:03").map(|s| (s, port.as_str())),
+            ),
+            nic("ens4", &[], (!deaf).then_some((mgmt, "Gi1/0/1"))),
+        ];
+        let no_lldp = "no surveyed interface matches spec.match: ens1 fails lldp (no neighbor)";
+        let results: Vec<(&str, Result<&str, &str>)> = if deaf {
+            vec![
+                ("green", Err(no_lldp)),
+                ("blue", Err(no_lldp)),
+                ("storage", Err(no_lldp)),
+            ]
+        } else if i == 17 {
+            vec![
+                ("green", Ok("ens1")),
+                ("blue", Err("ens2 matches but is down")),
+                ("storage", Ok("ens3")),
+            ]
+        } else {
+            vec![
+                ("green", Ok("ens1")),
+                ("blue", Ok("ens2")),
+                ("storage", Ok("ens3")),
+            ]
+        };
+        let mut s = survey(&name, &nics, &results);
+        if i == 17 {
+            s["status"]["interfaces"][1]["operState"] = json!("down");
+            s["status"]["interfaces"][1]["carrier"] = json!(false);
+        }
+        surveys.push(s);
+    }
+    cluster(maps, nodes, surveys)
 }
