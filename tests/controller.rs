@@ -512,3 +512,127 @@ async fn stop_all(all: Vec<Running>) {
         c.stop().await;
     }
 }
+
+/// The real binary, as the Deployment runs it (user 65532: no root, no
+/// capability), against the fake API over real HTTP (watches streamed):
+/// it writes, serves, and on SIGTERM gives its Lease up and exits cleanly.
+/// And `surveyor topology` reads the same cluster.
+#[tokio::test]
+async fn the_binary_runs_against_an_api_over_http_and_stops_cleanly() {
+    let api = fixture();
+    let addr = api.serve_http().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, support::fake_api::kubeconfig(addr)).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&kubeconfig, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bin = env!("CARGO_BIN_EXE_surveyor");
+    let mut child = std::process::Command::new(bin);
+    child
+        .args(["controller", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--lease-duration",
+            "6s",
+        ])
+        .env("POD_NAME", "surveyor-controller-abc12")
+        .env("POD_NAMESPACE", "surveyor")
+        .stderr(std::process::Stdio::piped());
+    std::os::unix::process::CommandExt::uid(&mut child, 65532);
+    std::os::unix::process::CommandExt::gid(&mut child, 65532);
+    let mut child = child.spawn().unwrap();
+    until(15, "written by the process", &api, || {
+        api.get(MAPS, "green")
+            .is_some_and(|m| m["status"]["resolved"] == "2/4")
+            && labels(&api, "n2")["network.surveyor.dev/green"] == "true"
+    })
+    .await;
+    let lease = api
+        .get(support::fake_api::LEASES, "surveyor-controller")
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "surveyor-controller-abc12");
+    // The picture is rebuilt on its own pace (settle after the last
+    // change), so it may trail the writes by a moment.
+    let body = tokio::task::spawn_blocking(move || {
+        use std::io::{Read as _, Write as _};
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(b"GET /topology.json HTTP/1.0\r\n\r\n").unwrap();
+            let mut text = String::new();
+            s.read_to_string(&mut text).unwrap();
+            if text.contains("\"tor-green-01\"") || std::time::Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    assert!(body.contains("\"tor-green-01\""), "{body}");
+    // SIGTERM: a clean exit, the Lease given up.
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        use std::io::Read as _;
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        (status, err)
+    })
+    .await
+    .unwrap();
+    assert!(out.0.success(), "exit {:?}: {}", out.0, out.1);
+    assert!(
+        out.1.contains("gave Lease surveyor-controller up"),
+        "{}",
+        out.1
+    );
+    let lease = api
+        .get(support::fake_api::LEASES, "surveyor-controller")
+        .unwrap();
+    assert!(lease["spec"].get("holderIdentity").is_none(), "{lease}");
+    assert_declared_by(&api, API_REQUESTS);
+
+    // `surveyor topology` from the same API.
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin)
+            .args(["topology", "-o", "json", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nodes: Vec<&str> = t["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["n1", "n2", "n3", "n4"]);
+    let n4 = &t["nodes"][3];
+    assert_eq!(
+        (&n4["surveyed"], &n4["unresolved"]),
+        (&json!(false), &json!(["green"]))
+    );
+}

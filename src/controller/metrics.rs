@@ -38,6 +38,7 @@ pub struct Metrics {
     pub surveys: Gauge,
     pub selected: Family<MapLabel, Gauge>,
     pub resolved: Family<MapLabel, Gauge>,
+    pub unresolved: Family<MapLabel, Gauge>,
     pub writes: Family<KindLabel, Counter>,
     pub api_errors: Counter,
     ready: AtomicBool,
@@ -60,6 +61,7 @@ impl Metrics {
             surveys: Gauge::default(),
             selected: Family::default(),
             resolved: Family::default(),
+            unresolved: Family::default(),
             writes: Family::default(),
             api_errors: Counter::default(),
             ready: AtomicBool::new(false),
@@ -83,6 +85,11 @@ impl Metrics {
             "resolved_nodes",
             "Selected nodes where each NetworkMap has a device",
             m.resolved.clone(),
+        );
+        r.register(
+            "unresolved_nodes",
+            "Selected nodes where each NetworkMap has no device (or no agent)",
+            m.unresolved.clone(),
         );
         r.register(
             "writes",

@@ -638,6 +638,11 @@ impl Controller {
                 .resolved
                 .get_or_create(&label)
                 .set(i64::from(status.resolved_nodes));
+            let missing = status.selected_nodes.saturating_sub(status.resolved_nodes);
+            self.metrics
+                .unresolved
+                .get_or_create(&label)
+                .set(i64::from(missing));
             summary.push((name.clone(), status.resolved));
             gauged.insert(name.clone());
         }
@@ -645,6 +650,7 @@ impl Controller {
             let label = MapLabel { map: gone.clone() };
             self.metrics.selected.remove(&label);
             self.metrics.resolved.remove(&label);
+            self.metrics.unresolved.remove(&label);
         }
         self.gauged = gauged;
         self.metrics.publish(View {

@@ -1,7 +1,7 @@
 //! A fake Kubernetes API server for kube's `Client::new` over a tower-test
 //! mock. It keeps objects (NetworkMaps, NodeSurveys, Nodes, Leases, ...)
 //! with resource versions, answers lists, watches (with events from a
-//! given resource version on), gets, metadata-only lists and watches,
+//! given resource version on), gets, paged and metadata-only lists,
 //! server-side apply (fields owned per field manager: what a manager stops
 //! applying goes, a non-forced apply of a field another manager owns with
 //! another value is a 409 conflict; the status subresource apart), JSON
@@ -54,6 +54,7 @@ const COLLECTIONS: &[(&str, &str, &str)] = &[
 pub struct Recorded {
     /// Which client ([`FakeApi::serve`] numbers them from 0).
     pub client: usize,
+    pub at: std::time::Instant,
     pub method: String,
     pub path: String,
     pub query: BTreeMap<String, String>,
@@ -62,6 +63,20 @@ pub struct Recorded {
 }
 
 type Path = Vec<String>;
+
+/// Client `id`'s cut-off switch.
+fn cut_here_of(api: &FakeApi, id: usize) -> Arc<AtomicBool> {
+    api.cuts.lock().unwrap()[id].clone()
+}
+
+/// A kubeconfig for a process to reach [`FakeApi::serve_http`].
+pub fn kubeconfig(addr: std::net::SocketAddr) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {{server: \"http://{addr}\"}}\n\
+         users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: fake}}\n\
+         current-context: fake\n"
+    )
+}
 
 /// Metadata-only (`as=PartialObjectMetadata`) when the client asks.
 fn as_meta(obj: &Value) -> Value {
@@ -299,66 +314,102 @@ impl FakeApi {
             cuts.push(cut.clone());
             cuts.len() - 1
         };
-        let cut_here = cut.clone();
         tokio::spawn(async move {
             let mut held = Vec::new();
             while let Some((request, respond)) = handle.next_request().await {
                 let (parts, body) = request.into_parts();
-                let header = |name: http::header::HeaderName| {
-                    parts
-                        .headers
-                        .get(name)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_string()
-                };
-                let (content_type, accept) = (
-                    header(http::header::CONTENT_TYPE),
-                    header(http::header::ACCEPT),
-                );
                 let bytes = body.collect_bytes().await.unwrap_or_default();
-                let query: BTreeMap<String, String> = parts
-                    .uri
-                    .query()
-                    .unwrap_or("")
-                    .split('&')
-                    .filter_map(|kv| kv.split_once('='))
-                    .map(|(k, v)| (k.to_string(), decode(v)))
-                    .collect();
-                let rec = Recorded {
-                    client: id,
-                    method: parts.method.to_string(),
-                    path: parts.uri.path().to_string(),
-                    query,
-                    content_type,
-                    body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-                };
-                api.requests.lock().unwrap().push(rec.clone());
-                if api.down.load(Ordering::SeqCst) || cut_here.load(Ordering::SeqCst) {
-                    respond.send_response(status(503, "ServiceUnavailable", "the API is down"));
-                    continue;
+                match api.handle(id, &cut_here_of(&api, id), &parts, &bytes) {
+                    Some(response) => respond.send_response(response),
+                    None => held.push(respond),
                 }
-                if rec.method != "GET" {
-                    if api.hang_writes.load(Ordering::SeqCst) > 0 {
-                        api.hang_writes.fetch_sub(1, Ordering::SeqCst);
-                        held.push(respond);
-                        continue;
-                    }
-                    if api.fail_writes.load(Ordering::SeqCst) > 0 {
-                        api.fail_writes.fetch_sub(1, Ordering::SeqCst);
-                        respond.send_response(status(
-                            500,
-                            "InternalError",
-                            "etcd is having a moment",
-                        ));
-                        continue;
-                    }
-                }
-                let meta = accept.contains("as=PartialObjectMetadata");
-                respond.send_response(api.answer(&rec, meta, &cut_here));
             }
         });
         (Client::new(service, "default"), cut)
+    }
+
+    /// Serves this API over real HTTP on a free loopback port, for a
+    /// `surveyor` process (a kubeconfig from [`kubeconfig`]); its requests
+    /// are recorded as one more client's.
+    pub async fn serve_http(&self) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let id = {
+            let mut cuts = self.cuts.lock().unwrap();
+            cuts.push(Arc::new(AtomicBool::new(false)));
+            cuts.len() - 1
+        };
+        let api = self.clone();
+        let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+            let api = api.clone();
+            async move {
+                let (parts, body) = request.into_parts();
+                let bytes = axum::body::to_bytes(body, usize::MAX)
+                    .await
+                    .unwrap_or_default();
+                match api.handle(id, &cut_here_of(&api, id), &parts, &bytes) {
+                    Some(response) => response.map(axum::body::Body::new),
+                    None => std::future::pending().await,
+                }
+            }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    /// Records a request and answers it; `None`: never (a hung write).
+    fn handle(
+        &self,
+        id: usize,
+        cut: &Arc<AtomicBool>,
+        parts: &http::request::Parts,
+        bytes: &[u8],
+    ) -> Option<Response<Body>> {
+        let header = |name: http::header::HeaderName| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let (content_type, accept) = (
+            header(http::header::CONTENT_TYPE),
+            header(http::header::ACCEPT),
+        );
+        let query: BTreeMap<String, String> = parts
+            .uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), decode(v)))
+            .collect();
+        let rec = Recorded {
+            client: id,
+            at: std::time::Instant::now(),
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_string(),
+            query,
+            content_type,
+            body: serde_json::from_slice(bytes).unwrap_or(Value::Null),
+        };
+        self.requests.lock().unwrap().push(rec.clone());
+        if self.down.load(Ordering::SeqCst) || cut.load(Ordering::SeqCst) {
+            return Some(status(503, "ServiceUnavailable", "the API is down"));
+        }
+        if rec.method != "GET" {
+            if self.hang_writes.load(Ordering::SeqCst) > 0 {
+                self.hang_writes.fetch_sub(1, Ordering::SeqCst);
+                return None;
+            }
+            if self.fail_writes.load(Ordering::SeqCst) > 0 {
+                self.fail_writes.fetch_sub(1, Ordering::SeqCst);
+                return Some(status(500, "InternalError", "etcd is having a moment"));
+            }
+        }
+        let meta = accept.contains("as=PartialObjectMetadata");
+        Some(self.answer(&rec, meta, cut))
     }
 
     fn answer(&self, rec: &Recorded, meta: bool, cut: &Arc<AtomicBool>) -> Response<Body> {
@@ -398,12 +449,28 @@ impl FakeApi {
             ("GET", None, None) => {
                 let (_, api_version, kind) =
                     COLLECTIONS.iter().find(|c| c.0 == collection).unwrap();
-                let items: Vec<Value> = store.collections[collection]
+                // Pages of `limit`, continuing after the name `continue`
+                // gives (the API's tokens are opaque; ours is that name).
+                let limit: usize = rec
+                    .query
+                    .get("limit")
+                    .and_then(|l| l.parse().ok())
+                    .unwrap_or(usize::MAX);
+                let after = rec.query.get("continue").cloned();
+                let mut items: Vec<Value> = store.collections[collection]
                     .objects
-                    .values()
+                    .iter()
+                    .filter(|(n, _)| after.as_ref().is_none_or(|a| *n > a))
+                    .map(|(_, o)| o)
                     .filter(|o| only.as_deref().is_none_or(|n| o["metadata"]["name"] == n))
+                    .take(limit.saturating_add(1))
                     .map(|o| if meta { as_meta(o) } else { o.clone() })
                     .collect();
+                let mut metadata = json!({"resourceVersion": store.rv.to_string()});
+                if items.len() > limit {
+                    items.truncate(limit);
+                    metadata["continue"] = items[limit - 1]["metadata"]["name"].clone();
+                }
                 let (api_version, kind) = if meta {
                     ("meta.k8s.io/v1", "PartialObjectMetadataList")
                 } else {
@@ -411,7 +478,7 @@ impl FakeApi {
                 };
                 json_response(json!({
                     "apiVersion": api_version, "kind": kind,
-                    "metadata": {"resourceVersion": store.rv.to_string()}, "items": items,
+                    "metadata": metadata, "items": items,
                 }))
             }
             ("GET", Some(name), None) => match store.collections[collection].objects.get(&name) {

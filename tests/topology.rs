@@ -1,7 +1,9 @@
-//! The controller's /topology in a real browser: headless Debian chromium
-//! renders the page served by a running controller (against the fake API,
-//! a 50-node rack fixture); the screenshot is produced and the DOM holds
-//! every node and switch. And the other endpoints, over real HTTP.
+//! The fabric picture as users get it: the controller's /topology in a
+//! real browser (headless Debian chromium renders the page served by a
+//! running controller against the fake API with a 50-node rack; the
+//! screenshot is produced and the DOM holds every node and switch), the
+//! other endpoints over real HTTP, and `surveyor topology --surveys` on
+//! files.
 
 mod support;
 
@@ -180,6 +182,7 @@ async fn the_endpoints_answer_over_http() {
         "surveyor_controller_nodes 6",
         "surveyor_controller_nodesurveys 5",
         "surveyor_controller_resolved_nodes{map=\"green\"} 5",
+        "surveyor_controller_unresolved_nodes{map=\"green\"} 1",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),
@@ -188,4 +191,74 @@ async fn the_endpoints_answer_over_http() {
     }
     assert!(get(addr, "/nothing").await.0.contains("404"));
     c.stop().await;
+}
+
+/// `surveyor topology --surveys DIR`: NODE.json (a bare survey.json or a
+/// NodeSurvey object) and NODE/survey.json; a file that is not a survey
+/// is an error naming it.
+#[test]
+fn topology_from_survey_files() {
+    use support::controller::{nic, survey};
+    let dir = tempfile::tempdir().unwrap();
+    let a = survey(
+        "n1",
+        &[nic(
+            "ens4",
+            &["green"],
+            Some(("tor-green-01", "Ethernet1/1")),
+        )],
+        &[("green", Ok("ens4"))],
+    );
+    let b = survey(
+        "n2",
+        &[nic(
+            "ens4",
+            &["green"],
+            Some(("tor-green-01", "Ethernet1/2")),
+        )],
+        &[("green", Ok("ens4"))],
+    );
+    std::fs::write(dir.path().join("n1.json"), a["status"].to_string()).unwrap();
+    std::fs::create_dir(dir.path().join("n2")).unwrap();
+    std::fs::write(dir.path().join("n2/survey.json"), b["status"].to_string()).unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not json, not looked at").unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_surveyor"))
+            .arg("topology")
+            .args(args)
+            .arg("--surveys")
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["-o", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(t["switches"][0]["name"], "tor-green-01");
+    assert_eq!(t["switches"][0]["nodes"], 2);
+    let svg = run(&[]);
+    let svg = String::from_utf8(svg.stdout).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains(">n2<"),
+        "{svg:.200}"
+    );
+    let dot = String::from_utf8(run(&["-o", "dot"]).stdout).unwrap();
+    assert!(dot.contains("tor-green-01"), "{dot}");
+    // An agent's state dir holds other JSON: named, not guessed at.
+    std::fs::write(
+        dir.path().join("networks.json"),
+        r#"{"node":"n1","generation":1,"networks":{}}"#,
+    )
+    .unwrap();
+    let out = run(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("networks.json") && err.contains("not a NodeSurvey status"),
+        "{err}"
+    );
 }
