@@ -12,6 +12,9 @@
 //!    map per second, label patches per node.
 //! 3. Topology of the 5000 nodes: build + SVG, build + JSON, against
 //!    serialising the NodeSurvey statuses it is drawn from.
+//!
+//! SURVEYOR_BENCH_BIN runs another build of the controller (the static
+//! musl binary the image ships) instead of this profile's.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -218,7 +221,12 @@ async fn run() {
     // 1. Sync.
     let id = api.requests.lock().unwrap().len();
     let t = Instant::now();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_surveyor"))
+    // SURVEYOR_BENCH_BIN: another build of the binary, e.g. the static
+    // musl one the image ships.
+    let bin = std::env::var_os("SURVEYOR_BENCH_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_surveyor").into());
+    eprintln!("controller binary: {}", bin.to_string_lossy());
+    let mut child = std::process::Command::new(bin)
         .args([
             "controller",
             "--no-leader-election",

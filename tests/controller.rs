@@ -400,8 +400,8 @@ async fn failed_writes_are_retried_and_the_last_state_wins() {
 }
 
 /// Two replicas: one writes; cut off from the API, it is replaced within
-/// the lease duration (plus up to 1 s the Lease library waits after
-/// clearing an expired holder), and once back it writes nothing.
+/// the lease duration (plus up to one retry period, a sixth of it, before
+/// the follower looks again), and once back it writes nothing.
 #[tokio::test]
 async fn two_replicas_one_writer_and_a_takeover() {
     let api = fixture();
