@@ -413,6 +413,8 @@ fn a_restart_with_nothing_changed_writes_no_status() {
         |run| async move {
             run.until(5, "published", |r| r.api.writes().len() >= 2)
                 .await;
+            // Conditions carry whole seconds: restart in a later one.
+            tokio::time::sleep(Duration::from_millis(1100)).await;
         },
     );
     let before = first.writes().len();

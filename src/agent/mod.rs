@@ -130,6 +130,11 @@ pub struct Agent {
     neighbors_unsaved: bool,
     resolution: Resolution,
     conditions: Vec<Condition>,
+    /// The conditions the last run left, until the API has been heard
+    /// from: the states a restart passes through before (maps not listed
+    /// yet) must not move the transition times of the states it comes
+    /// back to, or every restart would rewrite the NodeSurvey.
+    restored: Vec<Condition>,
     metrics: Arc<Metrics>,
 }
 
@@ -192,6 +197,7 @@ impl Agent {
             state_error: None,
             neighbors_unsaved: false,
             resolution: Resolution::new(),
+            restored: conditions.clone(),
             conditions,
             metrics,
         };
@@ -287,8 +293,13 @@ impl Agent {
                 .map(|(n, _)| n.clone())
                 .collect(),
         };
-        self.conditions =
-            conditions::conditions(&self.conditions, &facts, &crate::condition::now());
+        let previous: Vec<Condition> = self
+            .conditions
+            .iter()
+            .chain(&self.restored)
+            .cloned()
+            .collect();
+        self.conditions = conditions::conditions(&previous, &facts, &crate::condition::now());
         let status = status(interfaces, &resolution, self.conditions.clone());
         let written = self.write_state(&resolution, &status);
         self.record(&status, &facts);
@@ -677,6 +688,7 @@ impl Agent {
         let Some(writer) = inputs.desired.as_ref().filter(|_| informed) else {
             return;
         };
+        self.restored.clear();
         desired.node_uid = inputs.node.uid.clone();
         writer.send_if_modified(|current| {
             let changed = current.as_ref() != Some(&desired);
