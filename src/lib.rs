@@ -17,6 +17,7 @@ pub mod connect;
 pub mod controller;
 pub mod crd;
 pub mod discovery;
+pub mod dra;
 pub mod inventory;
 pub mod lldp;
 pub mod network_map;

@@ -35,6 +35,14 @@ pub const API_REQUESTS: &[(&str, &str, &[&str])] = &[
     // Its own Node's labels, for nodeSelectors; read only (the
     // controller writes Node labels).
     ("", "nodes", &["get", "list", "watch"]),
+    // With --dra: its node's ResourceSlice, read at start, applied (a
+    // dry run first, to learn whether devices can be shared) and deleted
+    // when no network resolves.
+    (
+        "resource.k8s.io",
+        "resourceslices",
+        &["get", "create", "patch", "delete"],
+    ),
 ];
 
 pub type MapEvents =

@@ -1,10 +1,12 @@
-//! NodeSurvey conditions: Ready, LLDPActive, Degraded. Pure; a condition's
+//! NodeSurvey conditions: Ready, LLDPActive, Degraded, and DeviceSharing
+//! when the ResourceSlice is published (DRA). Pure; a condition's
 //! lastTransitionTime moves only when its status or reason does, so an
 //! unchanged node keeps an unchanged status.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::condition::condition;
+pub use crate::dra::Sharing;
 
 /// Where the maps in force came from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,8 +38,22 @@ pub struct Facts {
     pub malformed: Vec<String>,
     /// Networks selecting this node that have no device here.
     pub unresolved: Vec<String>,
+    pub dra: Dra,
 }
 
+/// Whether the node's networks are published for DRA, and how.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Dra {
+    #[default]
+    Off,
+    /// On, the cluster not asked yet (after a restart: the condition the
+    /// last run left stands, so an unchanged restart changes nothing).
+    Asking,
+    On(Sharing),
+}
+
+/// `previous`: the conditions before; the first of a type, status and
+/// reason gives its transition time.
 pub fn conditions(previous: &[Condition], facts: &Facts, now: &Time) -> Vec<Condition> {
     let ready = match (&facts.node_missing, facts.maps_from) {
         (Some(node), _) => (
@@ -111,17 +127,41 @@ pub fn conditions(previous: &[Condition], facts: &Facts, now: &Time) -> Vec<Cond
             "every network selecting this node is resolved".to_string(),
         )
     };
-    [
-        ("Ready", ready),
-        ("LLDPActive", lldp),
-        ("Degraded", degraded),
+    let sharing = match facts.dra {
+        Dra::Off => None,
+        Dra::Asking => None,
+        Dra::On(sharing @ Sharing::Shared) => Some((
+            "True",
+            "ConsumableCapacity",
+            format!("ResourceSlice: {sharing}; claims ask for bandwidth"),
+        )),
+        Dra::On(sharing @ Sharing::Numbered(_)) => Some((
+            "False",
+            "NumberedDevices",
+            format!(
+                "ResourceSlice: {sharing}, each exclusive (the cluster drops allowMultipleAllocations: feature gate DRAConsumableCapacity off)"
+            ),
+        )),
+    };
+    let mut out: Vec<Condition> = [
+        ("Ready", Some(ready)),
+        ("LLDPActive", Some(lldp)),
+        ("Degraded", Some(degraded)),
+        (DEVICE_SHARING, sharing),
     ]
     .into_iter()
+    .filter_map(|(kind, c)| Some((kind, c?)))
     .map(|(kind, (status, reason, message))| {
         condition(previous, kind, (status, reason, message), now)
     })
-    .collect()
+    .collect();
+    if facts.dra == Dra::Asking {
+        out.extend(previous.iter().find(|c| c.type_ == DEVICE_SHARING).cloned());
+    }
+    out
 }
+
+const DEVICE_SHARING: &str = "DeviceSharing";
 
 #[cfg(test)]
 mod tests {
@@ -214,5 +254,37 @@ mod tests {
             "the state dir comes first"
         );
         assert!(degraded.message.contains("No space left"));
+    }
+
+    #[test]
+    fn device_sharing_is_said_once_known_and_kept_while_asking() {
+        let now = Time(Timestamp::from_second(100).unwrap());
+        let kinds =
+            |cs: &[Condition]| -> Vec<String> { cs.iter().map(|c| c.type_.clone()).collect() };
+        let off = conditions(&[], &Facts::default(), &now);
+        assert!(!kinds(&off).contains(&DEVICE_SHARING.to_string()));
+        let numbered = Facts {
+            dra: Dra::On(Sharing::Numbered(32)),
+            ..Facts::default()
+        };
+        let on = conditions(&[], &numbered, &now);
+        let c = on.iter().find(|c| c.type_ == DEVICE_SHARING).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "NumberedDevices")
+        );
+        assert!(c.message.contains("32 numbered devices"), "{}", c.message);
+        let later = Time(Timestamp::from_second(200).unwrap());
+        let asking = Facts {
+            dra: Dra::Asking,
+            ..Facts::default()
+        };
+        let kept = conditions(&on, &asking, &later);
+        assert_eq!(
+            kept, on,
+            "a restart changes nothing until the cluster answers"
+        );
+        let dropped = conditions(&on, &Facts::default(), &later);
+        assert!(!kinds(&dropped).contains(&DEVICE_SHARING.to_string()));
     }
 }

@@ -44,6 +44,7 @@ pub struct Metrics {
     pub lldp_rejected: Family<ReasonLabel, Counter>,
     pub snapshot_writes: Counter,
     pub state_errors: Counter,
+    pub dra_left_out: Gauge,
     ready: AtomicBool,
 }
 
@@ -68,6 +69,7 @@ impl Metrics {
             lldp_rejected: Family::default(),
             snapshot_writes: Counter::default(),
             state_errors: Counter::default(),
+            dra_left_out: Gauge::default(),
             ready: AtomicBool::new(false),
         };
         let r = &mut m.registry;
@@ -89,7 +91,7 @@ impl Metrics {
         );
         r.register(
             "api_writes",
-            "Kubernetes API writes, by kind (create, status, labels)",
+            "Kubernetes API writes, by kind (create, status, slice, slice_delete)",
             m.api_writes.clone(),
         );
         r.register(
@@ -111,6 +113,11 @@ impl Metrics {
             "lldp_frames_rejected",
             "LLDP frames refused, by reason (truncated, missing_tlv, misordered, duplicate_tlv, bad_length, empty_id, ...)",
             m.lldp_rejected.clone(),
+        );
+        r.register(
+            "dra_left_out",
+            "Devices, attributes and capacities left out of the ResourceSlice because they do not fit the API's limits (the log says which)",
+            m.dra_left_out.clone(),
         );
         r.register(
             "snapshot_writes",

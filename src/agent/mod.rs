@@ -15,6 +15,7 @@ pub mod map_store;
 pub mod maps_dir;
 pub mod metrics;
 pub mod restore;
+pub mod slices;
 pub mod writer;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,7 +42,7 @@ use crate::state_dir::{StateDir, StateDirError};
 use crate::survey::SurveyFilter;
 
 use self::cluster::{MapEvents, NodeEvents};
-use self::conditions::{Facts, MapsFrom};
+use self::conditions::{Dra, Facts, MapsFrom, Sharing};
 use self::map_store::MapStore;
 use self::maps_dir::{DirEvent, LoadedMap, MapsDir, MapsDirError};
 use self::metrics::{Metrics, ReasonLabel, StateLabel, catch_up};
@@ -113,6 +114,8 @@ pub struct Cluster {
     /// How long to wait for the Node before saying it is missing
     /// ([`NODE_WAIT`]).
     pub node_wait: Duration,
+    /// The slice task's sharing mode, when DRA is on.
+    pub sharing: Option<watch::Receiver<Option<Sharing>>>,
 }
 
 /// What the agent knows and last published.
@@ -135,6 +138,8 @@ pub struct Agent {
     /// yet) must not move the transition times of the states it comes
     /// back to, or every restart would rewrite the NodeSurvey.
     restored: Vec<Condition>,
+    /// Whether and how the ResourceSlice offers the networks.
+    dra: Dra,
     metrics: Arc<Metrics>,
 }
 
@@ -158,6 +163,7 @@ enum Input {
     Node(Box<Result<Event<Node>, watcher::Error>>),
     Publish,
     NodeWait,
+    Sharing(Option<Sharing>),
 }
 
 /// What the loop waits on besides the agent's own sources.
@@ -176,6 +182,7 @@ struct Inputs {
     retry: Option<(Instant, Duration)>,
     /// The link subscription failed: when to open it again.
     links_retry: Option<Instant>,
+    sharing: Option<watch::Receiver<Option<Sharing>>>,
 }
 
 impl Agent {
@@ -199,6 +206,7 @@ impl Agent {
             resolution: Resolution::new(),
             restored: conditions.clone(),
             conditions,
+            dra: Dra::Off,
             metrics,
         };
         if let (Some(lldp), Ok(saved)) = (&mut agent.lldp, read_neighbors(agent.state.path())) {
@@ -292,6 +300,7 @@ impl Agent {
                 .filter(|(_, r)| r.selected && r.device.is_none())
                 .map(|(n, _)| n.clone())
                 .collect(),
+            dra: self.dra,
         };
         let previous: Vec<Condition> = self
             .conditions
@@ -427,6 +436,10 @@ impl Agent {
                     }
                     true
                 }
+                Input::Sharing(sharing) => {
+                    self.dra = sharing.map_or(Dra::Asking, Dra::On);
+                    true
+                }
                 Input::Publish => {
                     inputs.due = None;
                     self.publish_to(&mut inputs);
@@ -462,6 +475,7 @@ impl Agent {
             due: None,
             retry: None,
             links_retry: None,
+            sharing: None,
         };
         let dir = match source {
             Source::Dir(dir) => {
@@ -475,6 +489,10 @@ impl Agent {
                 inputs.map_events = Some(c.maps);
                 inputs.node_events = Some(c.node);
                 inputs.desired = Some(c.desired);
+                if c.sharing.is_some() {
+                    self.dra = Dra::Asking;
+                }
+                inputs.sharing = c.sharing;
                 inputs.node_wait = Some(Instant::now() + c.node_wait);
                 if c.fallback.is_some() {
                     self.maps_from = MapsFrom::DirUntilApi;
@@ -525,6 +543,7 @@ impl Agent {
             Some(event) = next(inputs.node_events.as_mut()) => Input::Node(Box::new(event)),
             () = sleep_until(publish_at) => Input::Publish,
             () = sleep_until(inputs.node_wait) => Input::NodeWait,
+            Some(sharing) = changed(inputs.sharing.as_mut()) => Input::Sharing(sharing),
         }
     }
 
@@ -729,6 +748,15 @@ async fn next<S: futures::Stream + Unpin>(stream: Option<&mut S>) -> Option<S::I
     match stream {
         Some(s) => s.next().await,
         None => std::future::pending().await,
+    }
+}
+
+/// The next value of a watch; pending once its sender is gone.
+async fn changed<T: Clone>(rx: Option<&mut watch::Receiver<T>>) -> Option<T> {
+    let rx = rx?;
+    match rx.changed().await {
+        Ok(()) => Some(rx.borrow_and_update().clone()),
+        Err(_) => std::future::pending().await,
     }
 }
 

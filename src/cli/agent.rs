@@ -11,8 +11,10 @@ use super::SurveyArgs;
 use crate::agent::cluster;
 use crate::agent::maps_dir::MapsDir;
 use crate::agent::metrics::{self, Metrics};
+use crate::agent::slices::{SliceOptions, spawn_slices};
 use crate::agent::writer::{Pace, spawn_publisher};
 use crate::agent::{Agent, Cluster, Config, Source, parse_labels};
+use crate::dra::{Bandwidth, Policy};
 use crate::node::node_name;
 use crate::snapshot::DEFAULT_STATE_DIR;
 
@@ -47,9 +49,27 @@ pub struct AgentArgs {
     /// Serve /healthz, /readyz and /metrics on this address, e.g. 127.0.0.1:9464.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// Publish this node's resolved networks as DRA devices (a
+    /// ResourceSlice of driver surveyor.dev, resource.k8s.io/v1, Kubernetes
+    /// 1.34+), so pods can claim bandwidth of a network.
+    #[arg(long, conflicts_with = "standalone")]
+    pub dra: bool,
+    /// Bandwidth a claim gets when it asks for none (bits/s: 1G, 100M).
+    #[arg(long, value_name = "RATE", default_value = "1G", requires = "dra")]
+    pub dra_bandwidth_default: Bandwidth,
+    /// Least bandwidth a claim may ask for (bits/s).
+    #[arg(long, value_name = "RATE", default_value = "100M", requires = "dra")]
+    pub dra_bandwidth_min: Bandwidth,
+    /// Exclusive devices per network when the cluster cannot share one
+    /// device between claims (feature gate DRAConsumableCapacity off).
+    #[arg(long, value_name = "N", default_value_t = crate::dra::DEFAULT_NUMBERED,
+          value_parser = clap::value_parser!(u16).range(1..=128), requires = "dra")]
+    pub dra_numbered_devices: u16,
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    // Bad DRA settings are refused before anything starts.
+    slice_options(&args)?;
     let node = node_name(
         args.node_name.as_deref(),
         std::env::var("NODE_NAME").ok().as_deref(),
@@ -105,6 +125,21 @@ async fn source(
         config.labels = labels;
     }
     let (desired, rx) = tokio::sync::watch::channel(None);
+    let sharing = if let Some(options) = slice_options(args)? {
+        let (mode, sharing) = tokio::sync::watch::channel(None);
+        spawn_slices(
+            client.clone(),
+            config.node.clone(),
+            rx.clone(),
+            mode,
+            metrics.clone(),
+            options,
+            Pace::default(),
+        );
+        Some(sharing)
+    } else {
+        None
+    };
     spawn_publisher(
         client.clone(),
         config.node.clone(),
@@ -121,6 +156,20 @@ async fn source(
         desired,
         fallback,
         node_wait: crate::agent::NODE_WAIT,
+        sharing,
+    }))
+}
+
+/// `--dra`'s settings, checked.
+fn slice_options(args: &AgentArgs) -> anyhow::Result<Option<SliceOptions>> {
+    if !args.dra {
+        return Ok(None);
+    }
+    let policy = Policy::new(args.dra_bandwidth_default, args.dra_bandwidth_min)
+        .context("--dra-bandwidth-default and --dra-bandwidth-min")?;
+    Ok(Some(SliceOptions {
+        policy,
+        numbered: args.dra_numbered_devices,
     }))
 }
 

@@ -28,6 +28,7 @@ use kube::Client;
 use serde_json::{Value, json};
 use surveyor::agent::cluster;
 use surveyor::agent::metrics::Metrics;
+use surveyor::agent::slices::{SliceOptions, spawn_slices};
 use surveyor::agent::writer::{Pace, spawn_publisher};
 use surveyor::agent::{Agent, Cluster, Config, Source};
 use surveyor::survey::SurveyFilter;
@@ -40,6 +41,8 @@ pub const MAPS: &str = "/apis/surveyor.dev/v1alpha1/networkmaps";
 pub const SURVEYS: &str = "/apis/surveyor.dev/v1alpha1/nodesurveys";
 pub const NODES: &str = "/api/v1/nodes";
 pub const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/surveyor/leases";
+pub const SLICES: &str = "/apis/resource.k8s.io/v1/resourceslices";
+pub const DEVICE_CLASSES: &str = "/apis/resource.k8s.io/v1/deviceclasses";
 
 /// The collections served, with their list kinds.
 const COLLECTIONS: &[(&str, &str, &str)] = &[
@@ -47,6 +50,8 @@ const COLLECTIONS: &[(&str, &str, &str)] = &[
     (SURVEYS, "surveyor.dev/v1alpha1", "NodeSurveyList"),
     (NODES, "v1", "NodeList"),
     (LEASES, "coordination.k8s.io/v1", "LeaseList"),
+    (SLICES, "resource.k8s.io/v1", "ResourceSliceList"),
+    (DEVICE_CLASSES, "resource.k8s.io/v1", "DeviceClassList"),
 ];
 
 /// One request a client made.
@@ -99,6 +104,10 @@ struct Store {
     rv: u64,
     uids: u64,
     collections: BTreeMap<&'static str, Collection>,
+    /// As an apiserver without the DRAConsumableCapacity gate: devices of
+    /// a ResourceSlice lose `allowMultipleAllocations` and request
+    /// policies when written.
+    without_consumable_capacity: bool,
 }
 
 impl Store {
@@ -113,6 +122,7 @@ impl Store {
     /// Stores `obj` (new resource version; a uid and creation time when
     /// new) and tells the watchers.
     fn commit(&mut self, collection: &'static str, mut obj: Value) -> Value {
+        self.drop_gated(collection, &mut obj);
         self.rv += 1;
         let rv = self.rv;
         let name = obj["metadata"]["name"]
@@ -138,6 +148,26 @@ impl Store {
         c.log.push((rv, kind, obj.clone()));
         notify(c, &name, kind, &obj);
         obj
+    }
+
+    fn drop_gated(&self, collection: &str, obj: &mut Value) {
+        if collection != SLICES || !self.without_consumable_capacity {
+            return;
+        }
+        for device in obj["spec"]["devices"].as_array_mut().into_iter().flatten() {
+            if let Some(d) = device.as_object_mut() {
+                d.remove("allowMultipleAllocations");
+            }
+            for capacity in device["capacity"]
+                .as_object_mut()
+                .into_iter()
+                .flat_map(|c| c.values_mut())
+            {
+                if let Some(c) = capacity.as_object_mut() {
+                    c.remove("requestPolicy");
+                }
+            }
+        }
     }
 
     fn remove(&mut self, collection: &'static str, name: &str) -> Option<Value> {
@@ -239,6 +269,12 @@ impl FakeApi {
             obj["metadata"]["generation"] = json!(1);
         }
         store.commit(collection, obj)
+    }
+
+    /// Plays an apiserver without the DRAConsumableCapacity feature gate
+    /// (`true`): ResourceSlice devices lose `allowMultipleAllocations`.
+    pub fn without_consumable_capacity(&self, off: bool) {
+        self.store.lock().unwrap().without_consumable_capacity = off;
     }
 
     /// Deletes an object, as `kubectl delete` would.
@@ -487,6 +523,9 @@ impl FakeApi {
             },
             ("PATCH", Some(name), sub) => {
                 let manager = rec.query.get("fieldManager").cloned().unwrap_or_default();
+                if rec.query.contains_key("dryRun") {
+                    return dry_apply(&store, collection, &name, &rec.body);
+                }
                 if rec.content_type.starts_with("application/apply-patch") {
                     let force = rec.query.get("force").is_some_and(|f| f == "true");
                     apply(
@@ -677,6 +716,23 @@ fn apply(
     json_response(store.commit(collection, obj))
 }
 
+/// A dry-run apply: the object as the write would leave it (the body's
+/// top-level fields over what is there), stored nowhere.
+fn dry_apply(store: &Store, collection: &'static str, name: &str, body: &Value) -> Response<Body> {
+    let mut obj = store.collections[collection]
+        .objects
+        .get(name)
+        .cloned()
+        .unwrap_or_else(|| json!({"metadata": {"name": name}}));
+    for (key, value) in body.as_object().into_iter().flatten() {
+        if key != "metadata" && key != "status" {
+            obj[key] = value.clone();
+        }
+    }
+    store.drop_gated(collection, &mut obj);
+    json_response(obj)
+}
+
 /// A JSON merge patch (a strategic merge patch is the same for the objects
 /// here: no merge-keyed lists): nulls delete; the fields set become the
 /// manager's, and no longer anyone else's.
@@ -806,6 +862,8 @@ pub struct Options {
     /// A maps dir (`--maps`) with these files: the maps until the API lists.
     pub fallback: Option<Vec<(String, String)>>,
     pub node_wait: Duration,
+    /// `--dra`: the ResourceSlice task, with these options.
+    pub dra: Option<SliceOptions>,
 }
 
 impl Default for Options {
@@ -815,6 +873,7 @@ impl Default for Options {
             lldp: false,
             fallback: None,
             node_wait: Duration::from_secs(30),
+            dra: None,
         }
     }
 }
@@ -909,6 +968,19 @@ pub fn run_agent<F, Fut>(
             interval: Duration::from_secs(1),
             timeout: Duration::from_millis(500),
         };
+        let sharing = options.dra.map(|slice_options| {
+            let (mode, sharing) = tokio::sync::watch::channel(None);
+            spawn_slices(
+                client.clone(),
+                "node1".into(),
+                rx.clone(),
+                mode,
+                metrics.clone(),
+                slice_options,
+                pace,
+            );
+            sharing
+        });
         spawn_publisher(client.clone(), "node1".into(), rx, metrics.clone(), pace);
         let fallback = fallback_path.map(|p| surveyor::agent::maps_dir::MapsDir::open(p).unwrap());
         let source = Source::Cluster(Cluster {
@@ -918,6 +990,7 @@ pub fn run_agent<F, Fut>(
             desired,
             fallback,
             node_wait: options.node_wait,
+            sharing,
         });
         let mut agent = Agent::start(config, metrics).await.unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
