@@ -46,6 +46,36 @@ pub fn resource_name(network: &str) -> String {
     format!("{DRIVER}/{network}")
 }
 
+/// The label a DeviceClass of ours carries, naming its network (the
+/// controller watches classes by it, and never touches others).
+pub const CLASS_LABEL: &str = "surveyor.dev/network";
+
+/// The DeviceClass of a network: what a ResourceClaim names.
+pub fn class_name(network: &str) -> String {
+    format!("{network}.{DRIVER}")
+}
+
+/// The DeviceClass selecting `network`'s devices on every node, as applied
+/// (`None` for a name that could not be quoted into CEL safely; NetworkMap
+/// names are DNS subdomains, so none is refused in practice).
+pub fn device_class(network: &str) -> Option<serde_json::Value> {
+    let plain = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.';
+    if network.is_empty() || !network.bytes().all(plain) {
+        return None;
+    }
+    Some(serde_json::json!({
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "DeviceClass",
+        "metadata": {
+            "name": class_name(network),
+            "labels": {CLASS_LABEL: network},
+        },
+        "spec": {"selectors": [{"cel": {"expression": format!(
+            "device.driver == \"{DRIVER}\" && device.attributes[\"{DRIVER}\"].network == \"{network}\""
+        )}}]},
+    }))
+}
+
 /// How a network's capacity is offered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sharing {
@@ -555,6 +585,20 @@ mod tests {
         let out = devices(&s, &Policy::default(), Sharing::Numbered(12));
         assert!(out.devices.is_empty());
         assert_eq!(out.left_out.len(), 1);
+    }
+
+    #[test]
+    fn a_network_s_device_class_selects_its_devices() {
+        let class = device_class("green").unwrap();
+        assert_eq!(class["metadata"]["name"], "green.surveyor.dev");
+        assert_eq!(class["metadata"]["labels"][CLASS_LABEL], "green");
+        assert_eq!(
+            class["spec"]["selectors"][0]["cel"]["expression"],
+            r#"device.driver == "surveyor.dev" && device.attributes["surveyor.dev"].network == "green""#
+        );
+        for bad in ["", "gr\"een", "a b", "Green"] {
+            assert_eq!(device_class(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -253,3 +253,111 @@ fn an_unchanged_restart_writes_no_slice() {
         .collect();
     assert!(after.is_empty(), "{after:#?}");
 }
+
+mod controller_side {
+    use super::*;
+    use support::controller::{Lead, cluster, network_map, pace, start_with, until};
+    use support::fake_api::{DEVICE_CLASSES, MAPS, assert_declared_by};
+    use surveyor::controller::API_REQUESTS;
+
+    fn class_writes(api: &FakeApi) -> Vec<Recorded> {
+        api.writes()
+            .into_iter()
+            .filter(|r| r.path.contains("/deviceclasses"))
+            .collect()
+    }
+
+    fn expression(network: &str) -> String {
+        format!(
+            r#"device.driver == "surveyor.dev" && device.attributes["surveyor.dev"].network == "{network}""#
+        )
+    }
+
+    /// One DeviceClass per NetworkMap, applied once, repaired when edited,
+    /// removed with its map; a class not ours is never touched; a restart
+    /// writes nothing.
+    #[tokio::test]
+    async fn a_device_class_per_network_map_for_its_life() {
+        let green = network_map("green", json!({"match": {"names": ["ens4"]}}));
+        let blue = network_map("blue", json!({"match": {"names": ["ens5"]}}));
+        let api = cluster(vec![green, blue], vec![("n1", json!({}))], vec![]);
+        let theirs = json!({"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass",
+            "metadata": {"name": "gpu.example.com"},
+            "spec": {"selectors": [{"cel": {"expression": "device.driver == \"gpu.example.com\""}}]}});
+        api.put(DEVICE_CLASSES, theirs.clone());
+        let c = start_with(&api, Lead::Always, pace(), true);
+        until(5, "two classes", &api, || class_writes(&api).len() == 2).await;
+        let writes = class_writes(&api);
+        let mut paths: Vec<&str> = writes.iter().map(|w| w.path.as_str()).collect();
+        paths.sort_unstable();
+        assert_eq!(
+            paths,
+            [
+                "/apis/resource.k8s.io/v1/deviceclasses/blue.surveyor.dev",
+                "/apis/resource.k8s.io/v1/deviceclasses/green.surveyor.dev"
+            ]
+        );
+        let w = writes
+            .iter()
+            .find(|w| w.path.ends_with("green.surveyor.dev"))
+            .unwrap();
+        assert_eq!(w.method, "PATCH");
+        assert!(w.content_type.starts_with("application/apply-patch"));
+        assert_eq!(
+            w.query.get("fieldManager").map(String::as_str),
+            Some("surveyor-controller")
+        );
+        assert_eq!(
+            w.body,
+            json!({"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass",
+                "metadata": {"name": "green.surveyor.dev", "labels": {"surveyor.dev/network": "green"}},
+                "spec": {"selectors": [{"cel": {"expression": expression("green")}}]}})
+        );
+        // Quiet.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(class_writes(&api).len(), 2);
+
+        // Edited by hand: put back.
+        let mut edited = api.get(DEVICE_CLASSES, "green.surveyor.dev").unwrap();
+        edited["spec"]["selectors"][0]["cel"]["expression"] = json!("true");
+        api.put(DEVICE_CLASSES, edited);
+        until(5, "repaired", &api, || {
+            api.get(DEVICE_CLASSES, "green.surveyor.dev").unwrap()["spec"]["selectors"][0]["cel"]
+                ["expression"]
+                == expression("green")
+        })
+        .await;
+
+        // The map goes: so does its class.
+        api.delete(MAPS, "blue");
+        until(5, "blue's class deleted", &api, || {
+            api.get(DEVICE_CLASSES, "blue.surveyor.dev").is_none()
+        })
+        .await;
+        assert_eq!(
+            api.get(DEVICE_CLASSES, "gpu.example.com").unwrap()["spec"],
+            theirs["spec"]
+        );
+        c.stop().await;
+
+        // A restart finds everything in place.
+        let before = class_writes(&api).len();
+        let again = start_with(&api, Lead::Always, pace(), true);
+        until(5, "listed", &api, || again.metrics.is_ready()).await;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(
+            class_writes(&api).len(),
+            before,
+            "{:#?}",
+            &class_writes(&api)[before..]
+        );
+        again.stop().await;
+        assert_declared_by(&api, API_REQUESTS);
+        assert!(
+            api.writes()
+                .iter()
+                .all(|w| !w.path.contains("gpu.example.com")),
+            "a class not ours was touched"
+        );
+    }
+}

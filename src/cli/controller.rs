@@ -38,6 +38,11 @@ pub struct ControllerArgs {
     /// No Lease: this process is the only controller (one replica, or a laptop).
     #[arg(long)]
     pub no_leader_election: bool,
+    /// Keep one DeviceClass per NetworkMap (`<network>.surveyor.dev`, DRA,
+    /// resource.k8s.io/v1) for ResourceClaims to name; for agents run with
+    /// --dra.
+    #[arg(long)]
+    pub dra: bool,
 }
 
 pub fn run(args: ControllerArgs) -> anyhow::Result<()> {
@@ -77,7 +82,7 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<()> {
             );
             Leadership::campaign(client.clone(), lease)?
         };
-        let sources = Sources::watch(&client);
+        let sources = Sources::watch(&client, args.dra);
         controller::run(
             client,
             sources,

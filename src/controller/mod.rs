@@ -3,7 +3,8 @@
 //! holds the Lease ([`leader`]), puts in the API what the model says
 //! should be there and is not: each NetworkMap's status (server-side
 //! apply, field manager `surveyor-controller`) and each Node's
-//! `network.surveyor.dev/*` labels. Writes are paced per object
+//! `network.surveyor.dev/*` labels, and with DRA one DeviceClass per
+//! NetworkMap (`<network>.surveyor.dev`, removed with the map). Writes are paced per object
 //! ([`pacer`]), compared with what the API has (so a restart, a relist or
 //! a quiet cluster writes nothing), and their own echoes are recognised
 //! by resource version. Every replica serves the fabric at `/topology`.
@@ -34,7 +35,7 @@ use tokio::time::Instant;
 
 use crate::crd::{NetworkMap, NetworkMapStatus};
 use metrics::{KindLabel, MapLabel, Metrics, View};
-use model::{LABEL_PREFIX, Model, NodeEntry, SurveyEntry};
+use model::{ClassSeen, LABEL_PREFIX, Model, NodeEntry, SurveyEntry};
 use pacer::Pacer;
 use watches::{Change, Events, MapObject, Relist};
 
@@ -49,6 +50,12 @@ pub const API_REQUESTS: &[(&str, &str, &[&str])] = &[
     ("surveyor.dev", "networkmaps/status", &["patch"]),
     ("surveyor.dev", "nodesurveys", &["list", "watch"]),
     ("", "nodes", &["list", "watch", "patch"]),
+    // With --dra: a DeviceClass per NetworkMap, ours only (by label).
+    (
+        "resource.k8s.io",
+        "deviceclasses",
+        &["list", "watch", "patch", "delete"],
+    ),
     // The Lease, in the controller's namespace only (a Role).
     (
         "coordination.k8s.io",
@@ -86,14 +93,18 @@ pub struct Sources {
     pub maps: Events<DynamicObject>,
     pub surveys: Events<DynamicObject>,
     pub nodes: Events<PartialObjectMeta<Node>>,
+    /// Our DeviceClasses, when the controller keeps them (DRA).
+    pub classes: Option<Events<DynamicObject>>,
 }
 
 impl Sources {
-    pub fn watch(client: &Client) -> Sources {
+    /// The watches; `dra`: DeviceClasses too.
+    pub fn watch(client: &Client, dra: bool) -> Sources {
         Sources {
             maps: watches::maps(client.clone()),
             surveys: watches::surveys(client.clone()),
             nodes: watches::nodes(client.clone()),
+            classes: dra.then(|| watches::classes(client.clone())),
         }
     }
 }
@@ -103,6 +114,8 @@ impl Sources {
 enum Target {
     Map(String),
     Node(String),
+    /// A network's DeviceClass.
+    Class(String),
 }
 
 /// What a write put in the API.
@@ -110,6 +123,8 @@ enum Wrote {
     Status(NetworkMapStatus),
     /// network -> its label's value, `None` removed.
     Labels(BTreeMap<String, Option<String>>),
+    /// The DeviceClass now there (`None`: deleted).
+    Class(Option<ClassSeen>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +149,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut c = Controller::new(&client, pace, metrics);
+    let mut c = Controller::new(&client, pace, metrics, sources.classes.is_some());
     c.set_leader(*leader.borrow_and_update());
     let mut writing: FuturesUnordered<Writing> = FuturesUnordered::new();
     let mut leader_open = true;
@@ -167,6 +182,13 @@ pub async fn run(
                 }
                 Some(Err(e)) => c.watch_failed("Nodes", &e),
                 None => sources.nodes = Box::pin(futures::stream::pending()),
+            },
+            Some(event) = next_class(sources.classes.as_mut()) => match event {
+                Ok(e) => {
+                    let change = c.classes_relist.step(e, watches::class_entry);
+                    c.on_classes(change);
+                }
+                Err(e) => c.watch_failed("DeviceClasses", &e),
             },
             changed = leader.changed(), if leader_open => {
                 let now = changed.is_ok() && *leader.borrow_and_update();
@@ -206,6 +228,16 @@ fn node_in(obj: &PartialObjectMeta<Node>) -> (String, Option<u64>, NodeEntry) {
     (name, rv, watches::node_entry(obj))
 }
 
+/// The next event of the DeviceClass watch; pending without one.
+async fn next_class(
+    classes: Option<&mut Events<DynamicObject>>,
+) -> Option<Result<watcher::Event<DynamicObject>, watcher::Error>> {
+    match classes {
+        Some(events) => events.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -221,7 +253,10 @@ struct Controller {
     /// a watch failed, what is known may be stale: nothing is written
     /// from it, or a replica back from a partition would write from a
     /// half-old view).
-    synced: [bool; 3],
+    /// (and DeviceClasses, with DRA).
+    synced: [bool; 4],
+    /// DeviceClasses are kept (DRA).
+    dra: bool,
     /// Ready: all three have been listed once.
     ready: bool,
     leader: bool,
@@ -231,8 +266,10 @@ struct Controller {
     maps_relist: Relist<(String, Option<u64>, MapObject)>,
     surveys_relist: Relist<(String, SurveyEntry)>,
     nodes_relist: Relist<(String, Option<u64>, NodeEntry)>,
+    classes_relist: Relist<(String, Option<u64>, ClassSeen)>,
     maps_api: Api<DynamicObject>,
     nodes_api: Api<DynamicObject>,
+    classes_api: Api<DynamicObject>,
     metrics: Arc<Metrics>,
     view_due: Option<Instant>,
     view_last: Option<Instant>,
@@ -241,20 +278,24 @@ struct Controller {
 }
 
 impl Controller {
-    fn new(client: &Client, pace: Pace, metrics: Arc<Metrics>) -> Self {
+    fn new(client: &Client, pace: Pace, metrics: Arc<Metrics>, dra: bool) -> Self {
+        let class = ApiResource::erase::<k8s_openapi::api::resource::v1::DeviceClass>(&());
         Controller {
             model: Model::default(),
             pacer: Pacer::new(pace.interval, pace.settle),
             pace,
-            synced: [false; 3],
+            synced: [false, false, false, !dra],
+            dra,
             ready: false,
             leader: false,
             written_rv: HashMap::new(),
             maps_relist: Relist::default(),
             surveys_relist: Relist::default(),
             nodes_relist: Relist::default(),
+            classes_relist: Relist::default(),
             maps_api: Api::all_with(client.clone(), &ApiResource::erase::<NetworkMap>(&())),
             nodes_api: Api::all_with(client.clone(), &ApiResource::erase::<Node>(&())),
+            classes_api: Api::all_with(client.clone(), &class),
             metrics,
             view_due: None,
             view_last: None,
@@ -289,6 +330,12 @@ impl Controller {
         let nodes = self.model.nodes.keys().chain(self.model.surveys.keys());
         for name in nodes {
             self.pacer.mark(&Target::Node(name.clone()), now);
+        }
+        if self.dra {
+            let networks = self.model.maps.keys().chain(self.model.classes.keys());
+            for name in networks {
+                self.pacer.mark(&Target::Class(name.clone()), now);
+            }
         }
     }
 
@@ -401,6 +448,9 @@ impl Controller {
         entry.update(obj.generation, obj.compiled);
         entry.observed = obj.status;
         self.mark(target);
+        if self.dra {
+            self.mark(Target::Class(name));
+        }
     }
 
     fn remove_map(&mut self, name: &str) {
@@ -408,6 +458,49 @@ impl Controller {
         let target = Target::Map(name.to_string());
         self.pacer.forget(&target);
         self.written_rv.remove(&target);
+        if self.dra {
+            self.mark(Target::Class(name.to_string()));
+        }
+    }
+
+    fn on_classes(&mut self, change: Change<(String, Option<u64>, ClassSeen)>) {
+        match change {
+            Change::Nothing => {}
+            Change::Relisting => self.relisting(3),
+            Change::Upsert((network, rv, seen)) => self.upsert_class(network, rv, seen),
+            Change::Remove(name) => {
+                let network = self
+                    .model
+                    .classes
+                    .iter()
+                    .find(|(_, seen)| seen.name == name)
+                    .map(|(n, _)| n.clone());
+                if let Some(network) = network {
+                    self.model.classes.remove(&network);
+                    self.mark(Target::Class(network));
+                }
+            }
+            Change::Replace(list) => {
+                let before: Vec<String> = self.model.classes.keys().cloned().collect();
+                self.model.classes.clear();
+                for network in before {
+                    self.mark(Target::Class(network));
+                }
+                for (network, rv, seen) in list {
+                    self.upsert_class(network, rv, seen);
+                }
+                self.listed(3);
+            }
+        }
+    }
+
+    fn upsert_class(&mut self, network: String, rv: Option<u64>, seen: ClassSeen) {
+        let target = Target::Class(network.clone());
+        if network.is_empty() || self.stale(&target, rv) {
+            return;
+        }
+        self.model.classes.insert(network, seen);
+        self.mark(target);
     }
 
     fn on_surveys(&mut self, change: Change<(String, SurveyEntry)>) {
@@ -564,6 +657,41 @@ impl Controller {
                         (Target::Node(name), result)
                     }));
                 }
+                Target::Class(network) => {
+                    let (want, differs) = self.model.class_wanted(network);
+                    if !self.dra || !differs {
+                        self.pacer.finish(&target, None, now);
+                        continue;
+                    }
+                    let api = self.classes_api.clone();
+                    let gone = self.model.classes.get(network).map(|s| s.name.clone());
+                    let (network, params) = (network.clone(), params.clone());
+                    out.push(Box::pin(async move {
+                        let result = tokio::time::timeout(timeout, async {
+                            match want {
+                                Some(body) => {
+                                    let name = crate::dra::class_name(&network);
+                                    let obj =
+                                        api.patch(&name, &params, &Patch::Apply(&body)).await?;
+                                    let (_, rv) = watches::identity(&obj.metadata);
+                                    let (_, _, seen) = watches::class_entry(&obj);
+                                    Ok((Wrote::Class(Some(seen)), rv))
+                                }
+                                None => {
+                                    let name = gone.unwrap_or_default();
+                                    api.delete(&name, &Default::default()).await?;
+                                    Ok((Wrote::Class(None), None))
+                                }
+                            }
+                        })
+                        .await;
+                        let result = match result {
+                            Err(_) => Err(WriteError::Timeout(timeout)),
+                            Ok(r) => r.map_err(|e: kube::Error| WriteError::Api(e)),
+                        };
+                        (Target::Class(network), result)
+                    }));
+                }
             }
         }
         out
@@ -594,6 +722,13 @@ impl Controller {
                         }
                         self.count("labels");
                     }
+                    (Target::Class(network), Wrote::Class(seen)) => {
+                        match seen {
+                            Some(seen) => self.model.classes.insert(network.clone(), seen),
+                            None => self.model.classes.remove(network),
+                        };
+                        self.count("device_class");
+                    }
                     _ => {}
                 }
                 self.pacer.finish(&target, Some(true), now);
@@ -607,6 +742,7 @@ impl Controller {
                 let what = match &target {
                     Target::Map(n) => format!("status of NetworkMap {n}"),
                     Target::Node(n) => format!("labels of Node {n}"),
+                    Target::Class(n) => format!("DeviceClass of network {n}"),
                 };
                 tracing::warn!("writing the {what} failed ({e}); retrying with backoff");
                 self.pacer.finish(&target, Some(false), now);

@@ -111,6 +111,34 @@ pub struct Model {
     pub maps: BTreeMap<String, MapEntry>,
     pub nodes: BTreeMap<String, NodeEntry>,
     pub surveys: BTreeMap<String, SurveyEntry>,
+    /// Our DeviceClasses (DRA) as the API has them, by network.
+    pub classes: BTreeMap<String, ClassSeen>,
+}
+
+/// A DeviceClass of ours as the API has it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassSeen {
+    pub name: String,
+    pub spec: serde_json::Value,
+}
+
+impl Model {
+    /// The DeviceClass network `network` should have (`None`: none), and
+    /// whether what the API has differs from it.
+    pub fn class_wanted(&self, network: &str) -> (Option<serde_json::Value>, bool) {
+        let want = self
+            .maps
+            .contains_key(network)
+            .then(|| crate::dra::device_class(network))
+            .flatten();
+        let seen = self.classes.get(network);
+        let differs = match (&want, seen) {
+            (None, None) => false,
+            (Some(w), Some(s)) => w["metadata"]["name"] != s.name.as_str() || w["spec"] != s.spec,
+            _ => true,
+        };
+        (want, differs)
+    }
 }
 
 impl Model {

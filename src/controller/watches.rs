@@ -1,4 +1,4 @@
-//! The controller's three watches, and what it keeps of each object: a
+//! The controller's watches (three, and our DeviceClasses with DRA), and what it keeps of each object: a
 //! NetworkMap's generation, checked spec and status; a Node's labels
 //! (metadata only: a Node's status with its images is never fetched); a
 //! NodeSurvey's resolutions and topology facts. Raw objects, so one that
@@ -14,7 +14,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event};
 
-use super::model::{NodeEntry, SurveyEntry};
+use super::model::{ClassSeen, NodeEntry, SurveyEntry};
 use crate::crd::{NetworkMap, NetworkMapStatus, NodeSurvey, NodeSurveyStatus};
 use crate::network_map::CompiledMap;
 
@@ -39,6 +39,32 @@ pub fn nodes(client: Client) -> Events<PartialObjectMeta<Node>> {
     watcher::watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed()
+}
+
+/// Our DeviceClasses (DRA): only those carrying [`crate::dra::CLASS_LABEL`].
+pub fn classes(client: Client) -> Events<DynamicObject> {
+    let resource = ApiResource::erase::<k8s_openapi::api::resource::v1::DeviceClass>(&());
+    let api: Api<DynamicObject> = Api::all_with(client, &resource);
+    watcher::watcher(
+        api,
+        watcher::Config::default().labels(crate::dra::CLASS_LABEL),
+    )
+    .default_backoff()
+    .boxed()
+}
+
+/// A DeviceClass as kept: (network, resource version, what it holds).
+pub fn class_entry(obj: &DynamicObject) -> (String, Option<u64>, ClassSeen) {
+    let (name, rv) = identity(&obj.metadata);
+    let network = obj
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(crate::dra::CLASS_LABEL))
+        .cloned()
+        .unwrap_or_default();
+    let spec = obj.data.get("spec").cloned().unwrap_or_default();
+    (network, rv, ClassSeen { name, spec })
 }
 
 /// An object's name and resource version.

@@ -150,6 +150,11 @@ impl Running {
 
 /// Starts a controller on its own client of `api` (inside a runtime).
 pub fn start(api: &FakeApi, lead: Lead, pace: Pace) -> Running {
+    start_with(api, lead, pace, false)
+}
+
+/// [`start`], keeping DeviceClasses when `dra`.
+pub fn start_with(api: &FakeApi, lead: Lead, pace: Pace, dra: bool) -> Running {
     let (client, cut) = api.serve_cuttable();
     let id = api.clients() - 1;
     let metrics = Arc::new(Metrics::new());
@@ -167,7 +172,7 @@ pub fn start(api: &FakeApi, lead: Lead, pace: Pace) -> Running {
                 Leadership::campaign(client.clone(), config).unwrap()
             }
         };
-        let sources = Sources::watch(&client);
+        let sources = Sources::watch(&client, dra);
         controller::run(
             client,
             sources,

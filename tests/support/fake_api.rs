@@ -93,8 +93,8 @@ struct Collection {
     objects: BTreeMap<String, Value>,
     /// Every change: (resource version, event type, object).
     log: Vec<(u64, &'static str, Value)>,
-    /// (only this name, metadata only, events).
-    watchers: Vec<(Option<String>, bool, UnboundedSender<Value>)>,
+    /// (which objects, metadata only, events).
+    watchers: Vec<(Filter, bool, UnboundedSender<Value>)>,
     /// Per object, per field manager: the fields it owns.
     owned: BTreeMap<String, BTreeMap<String, BTreeSet<Path>>>,
 }
@@ -146,7 +146,7 @@ impl Store {
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
         c.objects.insert(name.clone(), obj.clone());
         c.log.push((rv, kind, obj.clone()));
-        notify(c, &name, kind, &obj);
+        notify(c, kind, &obj);
         obj
     }
 
@@ -181,14 +181,44 @@ impl Store {
         c.owned.remove(name);
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
         c.log.push((rv, "DELETED", obj.clone()));
-        notify(c, name, "DELETED", &obj);
+        notify(c, "DELETED", &obj);
         Some(obj)
     }
 }
 
-fn notify(c: &mut Collection, name: &str, kind: &str, obj: &Value) {
-    c.watchers.retain(|(only, meta, tx)| {
-        if only.as_deref().is_some_and(|n| n != name) {
+/// The objects a list or watch asks for: `fieldSelector=metadata.name=`
+/// and `labelSelector=<key>` (the label exists), as far as tests need.
+#[derive(Clone, Debug, Default)]
+struct Filter {
+    name: Option<String>,
+    label: Option<String>,
+}
+
+impl Filter {
+    fn of(query: &BTreeMap<String, String>) -> Filter {
+        Filter {
+            name: query
+                .get("fieldSelector")
+                .and_then(|f| f.strip_prefix("metadata.name="))
+                .map(str::to_string),
+            label: query.get("labelSelector").cloned(),
+        }
+    }
+
+    fn matches(&self, obj: &Value) -> bool {
+        self.name
+            .as_deref()
+            .is_none_or(|n| obj["metadata"]["name"] == n)
+            && self
+                .label
+                .as_deref()
+                .is_none_or(|l| obj["metadata"]["labels"].get(l).is_some())
+    }
+}
+
+fn notify(c: &mut Collection, kind: &str, obj: &Value) {
+    c.watchers.retain(|(filter, meta, tx)| {
+        if !filter.matches(obj) {
             return !tx.is_closed();
         }
         let obj = if *meta { as_meta(obj) } else { obj.clone() };
@@ -453,11 +483,7 @@ impl FakeApi {
             return status(404, "NotFound", "not in this fake");
         };
         let mut store = self.store.lock().unwrap();
-        let only = rec
-            .query
-            .get("fieldSelector")
-            .and_then(|f| f.strip_prefix("metadata.name="))
-            .map(str::to_string);
+        let filter = Filter::of(&rec.query);
         match (rec.method.as_str(), name, sub) {
             ("GET", None, None) if rec.query.contains_key("watch") => {
                 let from: u64 = rec
@@ -468,13 +494,12 @@ impl FakeApi {
                 let (tx, rx) = unbounded::<Value>();
                 let c = store.collections.get_mut(collection).unwrap();
                 for (rv, kind, obj) in &c.log {
-                    let matches = only.as_deref().is_none_or(|n| obj["metadata"]["name"] == n);
-                    if *rv > from && matches {
+                    if *rv > from && filter.matches(obj) {
                         let obj = if meta { as_meta(obj) } else { obj.clone() };
                         let _ = tx.unbounded_send(json!({"type": kind, "object": obj}));
                     }
                 }
-                c.watchers.push((only, meta, tx));
+                c.watchers.push((filter, meta, tx));
                 // A cut client's watch ends (its connection is gone).
                 let cut = cut.clone();
                 let lines = rx
@@ -498,7 +523,7 @@ impl FakeApi {
                     .iter()
                     .filter(|(n, _)| after.as_ref().is_none_or(|a| *n > a))
                     .map(|(_, o)| o)
-                    .filter(|o| only.as_deref().is_none_or(|n| o["metadata"]["name"] == n))
+                    .filter(|o| filter.matches(o))
                     .take(limit.saturating_add(1))
                     .map(|o| if meta { as_meta(o) } else { o.clone() })
                     .collect();
