@@ -854,3 +854,47 @@ fn two_hundred_concurrent_adds_with_a_gc_leave_nothing_behind() {
     assert!(lab.cache_files().is_empty(), "{:?}", lab.cache_files());
     assert!(lab.lease_files().is_empty(), "{:?}", lab.lease_files());
 }
+
+/// Multus's DRA path passes the allocation's device as `deviceID`: ADD
+/// attaches to it while it is the network's device, and refuses (105,
+/// nothing created) once the network has moved; the key never reaches
+/// the delegate.
+#[test]
+fn a_dra_allocation_is_used_only_while_it_is_the_network_s_device() {
+    let lab = Lab::new("cni-dra");
+    let rec = lab.dir.path().join("rec");
+    let bin = recorder(&rec, "macvlan");
+    let path = format!("{}:{PLUGINS}", bin.display());
+    let netns = lab.pod_netns();
+    let mut conf = lab.static_ip(20);
+    conf["deviceID"] = json!("sv-a");
+    ok(&lab.cni("ADD", "c1", "net1", Some(&netns), &conf, &path));
+    let sent: Value =
+        serde_json::from_slice(&std::fs::read(rec.join("stdin.json")).unwrap()).unwrap();
+    assert_eq!(sent["master"], "sv-a");
+    assert!(
+        sent.get("deviceID").is_none(),
+        "deviceID reached the delegate"
+    );
+    ok(&lab.cni("DEL", "c1", "net1", Some(&netns), &conf, &path));
+
+    // An allocation of another device: refused, whatever it names.
+    conf["deviceID"] = json!("sv-b");
+    std::fs::remove_file(rec.join("stdin.json")).unwrap();
+    let e = error(&lab.cni("ADD", "c2", "net1", Some(&netns), &conf, &path));
+    assert_eq!(e["code"], 105, "{e}");
+    let msg = e["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("\"green\"")
+            && msg.contains("node1")
+            && msg.contains("\"sv-b\"")
+            && msg.contains("sv-a"),
+        "{e}"
+    );
+    assert!(
+        e["details"].as_str().unwrap().contains("delete the pod"),
+        "{e}"
+    );
+    assert!(!rec.join("stdin.json").exists(), "the delegate ran");
+    assert!(lab.cache_files().is_empty(), "{:?}", lab.cache_files());
+}

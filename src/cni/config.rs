@@ -13,7 +13,9 @@ use super::node_config;
 use super::version;
 
 /// Keys that are Surveyor's own and never reach the delegate.
-const OWN_KEYS: [&str; 2] = ["network", "delegate"];
+/// `deviceID` is what Multus's DRA path passes: the device of the claim's
+/// allocation, checked against the snapshot, never obeyed on its own.
+const OWN_KEYS: [&str; 3] = ["network", "delegate", "deviceID"];
 
 /// Keys that once chose directories: now the node's setting.
 const NODE_KEYS: [&str; 2] = ["stateDir", "cacheDir"];
@@ -44,6 +46,8 @@ pub struct NetConf {
     /// The semantic network (`network`): a NetworkMap name.
     pub network: String,
     pub delegate: Delegate,
+    /// The device a DRA allocation names (`deviceID`, set by Multus).
+    pub device_id: Option<String>,
     /// The whole object as given, for the delegate.
     pub raw: Map<String, Value>,
 }
@@ -124,11 +128,13 @@ impl NetConf {
                 )));
             }
         };
+        let device_id = string("deviceID")?;
         Ok(NetConf {
             cni_version,
             name,
             network,
             delegate,
+            device_id,
             raw,
         })
     }

@@ -25,6 +25,9 @@ pub const CACHE_FAILED: u32 = 103;
 /// Surveyor: the node-level configuration (where the snapshot and the
 /// cache are) is unreadable or invalid.
 pub const NODE_CONFIG: u32 = 104;
+/// Surveyor: the device a DRA allocation names (`deviceID`) is no longer
+/// the network's device on this node.
+pub const ALLOCATION_STALE: u32 = 105;
 
 /// A CNI error result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -267,10 +267,31 @@ fn tried(mut e: CniError, conf: &NetConf, node: &str, device: &str) -> CniError 
     e
 }
 
+/// With DRA, the claim's allocation names the device (`deviceID`): it
+/// must still be the network's device here, or the pod would be attached
+/// to a NIC its claim's bandwidth was not counted on.
+fn check_allocation(conf: &NetConf, node: &str, device: &str) -> Result<(), CniError> {
+    match conf.device_id.as_deref() {
+        Some(allocated) if allocated != device => Err(CniError::new(
+            ALLOCATION_STALE,
+            format!(
+                "network {:?} on node {node}: the pod's DRA allocation names device {allocated:?}, but the network's device here is now {device}",
+                conf.network
+            ),
+        )
+        .details(format!(
+            "the network moved after the claim was allocated: delete the pod so that its claim is allocated again; kubectl get resourceslice {node}-{} -o yaml shows the devices now",
+            crate::dra::DRIVER
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn add(ctx: &Ctx) -> Result<Vec<u8>, CniError> {
     let conf = &ctx.conf;
     let snapshot = snapshot(ctx)?;
     let device = pick_device(conf, &snapshot)?;
+    check_allocation(conf, &snapshot.node, &device)?;
     let binary = delegate::find(conf.delegate.as_str(), &ctx.env.path)?;
     let version = delegate_version(&binary, conf)?;
     let mut config = conf.delegate_config(&device, &version);
