@@ -19,6 +19,7 @@ pub mod crd;
 pub mod discovery;
 pub mod dra;
 pub mod inventory;
+pub mod kubelet;
 pub mod lldp;
 pub mod network_map;
 pub mod node;

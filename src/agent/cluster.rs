@@ -43,6 +43,8 @@ pub const API_REQUESTS: &[(&str, &str, &[&str])] = &[
         "resourceslices",
         &["get", "create", "patch", "delete"],
     ),
+    // With --dra, the kubelet plugin reads the claims it prepares.
+    ("resource.k8s.io", "resourceclaims", &["get"]),
 ];
 
 pub type MapEvents =

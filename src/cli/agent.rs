@@ -15,6 +15,7 @@ use crate::agent::slices::{SliceOptions, spawn_slices};
 use crate::agent::writer::{Pace, spawn_publisher};
 use crate::agent::{Agent, Cluster, Config, Source, parse_labels};
 use crate::dra::{Bandwidth, Policy};
+use crate::kubelet::{self, PluginConfig};
 use crate::node::node_name;
 use crate::snapshot::DEFAULT_STATE_DIR;
 
@@ -65,6 +66,13 @@ pub struct AgentArgs {
     #[arg(long, value_name = "N", default_value_t = crate::dra::DEFAULT_NUMBERED,
           value_parser = clap::value_parser!(u16).range(1..=128), requires = "dra")]
     pub dra_numbered_devices: u16,
+    /// The kubelet's plugin directory: the DRA service listens in
+    /// DIR/surveyor.dev/dra.sock.
+    #[arg(long, value_name = "DIR", default_value = kubelet::DEFAULT_PLUGINS_DIR, requires = "dra")]
+    pub kubelet_plugins_dir: PathBuf,
+    /// The kubelet's plugin registry, where it finds plugins.
+    #[arg(long, value_name = "DIR", default_value = kubelet::DEFAULT_REGISTRY_DIR, requires = "dra")]
+    pub kubelet_registry_dir: PathBuf,
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -89,10 +97,25 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {addr}"))?;
             tokio::spawn(metrics::serve(listener, metrics.clone()));
         }
-        let source = source(&args, &mut config, &metrics).await?;
+        let (source, client) = source(&args, &mut config, &metrics).await?;
+        let plugin = PluginConfig {
+            node: config.node.clone(),
+            state_dir: config.state_dir.clone(),
+            plugins_dir: args.kubelet_plugins_dir.clone(),
+            registry_dir: args.kubelet_registry_dir.clone(),
+        };
         let mut agent = Agent::start(config, metrics)
             .await
             .context("starting the agent")?;
+        // Only once this agent holds the state dir: a second one must not
+        // take the kubelet's sockets from the first.
+        if let Some(client) = client.filter(|_| args.dra) {
+            tokio::spawn(async move {
+                if let Err(e) = kubelet::serve(client, plugin, shutdown()).await {
+                    tracing::error!("DRA kubelet plugin: {e}");
+                }
+            });
+        }
         agent.run(source, shutdown()).await?;
         anyhow::Ok(())
     })
@@ -105,15 +128,15 @@ async fn source(
     args: &AgentArgs,
     config: &mut Config,
     metrics: &Arc<Metrics>,
-) -> anyhow::Result<Source> {
+) -> anyhow::Result<(Source, Option<kube::Client>)> {
     if args.standalone {
-        return standalone(args);
+        return Ok((standalone(args)?, None));
     }
     let client = match crate::connect::connect(args.kubeconfig.as_deref()).await {
         Ok(client) => client,
         Err(e) if args.maps.is_some() && args.kubeconfig.is_none() => {
             tracing::info!("no cluster configuration ({e}); running standalone with --maps");
-            return standalone(args);
+            return Ok((standalone(args)?, None));
         }
         Err(e) => {
             return Err(e).context("connecting to the cluster (for a single machine, run with --standalone --maps DIR)");
@@ -149,15 +172,18 @@ async fn source(
     );
     // The API may not answer yet (or ever): --maps serves meanwhile.
     let fallback = args.maps.as_ref().map(MapsDir::open).transpose()?;
-    Ok(Source::Cluster(Cluster {
-        store,
-        maps: cluster::watch_maps(client.clone()),
-        node: cluster::watch_node(client, &config.node),
-        desired,
-        fallback,
-        node_wait: crate::agent::NODE_WAIT,
-        sharing,
-    }))
+    Ok((
+        Source::Cluster(Cluster {
+            store,
+            maps: cluster::watch_maps(client.clone()),
+            node: cluster::watch_node(client.clone(), &config.node),
+            desired,
+            fallback,
+            node_wait: crate::agent::NODE_WAIT,
+            sharing,
+        }),
+        Some(client),
+    ))
 }
 
 /// `--dra`'s settings, checked.

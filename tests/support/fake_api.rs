@@ -43,6 +43,7 @@ pub const NODES: &str = "/api/v1/nodes";
 pub const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/surveyor/leases";
 pub const SLICES: &str = "/apis/resource.k8s.io/v1/resourceslices";
 pub const DEVICE_CLASSES: &str = "/apis/resource.k8s.io/v1/deviceclasses";
+pub const CLAIMS: &str = "/apis/resource.k8s.io/v1/namespaces/web/resourceclaims";
 
 /// The collections served, with their list kinds.
 const COLLECTIONS: &[(&str, &str, &str)] = &[
@@ -52,6 +53,7 @@ const COLLECTIONS: &[(&str, &str, &str)] = &[
     (LEASES, "coordination.k8s.io/v1", "LeaseList"),
     (SLICES, "resource.k8s.io/v1", "ResourceSliceList"),
     (DEVICE_CLASSES, "resource.k8s.io/v1", "DeviceClassList"),
+    (CLAIMS, "resource.k8s.io/v1", "ResourceClaimList"),
 ];
 
 /// One request a client made.

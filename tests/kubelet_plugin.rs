@@ -1,0 +1,338 @@
+//! The DRA kubelet plugin driven by a gRPC client acting as the kubelet,
+//! over the real unix sockets: the registration handshake, prepare and
+//! unprepare (v1 and v1beta1), a stale allocation refused, and an agent
+//! restart in between. Claims come from the fake API.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::fake_api::{CLAIMS, FakeApi, Recorded, assert_declared};
+use surveyor::kubelet::proto::{
+    self, Claim, InfoRequest, NodePrepareResourcesRequest, NodePrepareResourcesResponse,
+    NodeUnprepareResourcesRequest, NodeUnprepareResourcesResponse, PluginInfo, RegistrationStatus,
+    RegistrationStatusResponse,
+};
+use surveyor::kubelet::{self, PluginConfig};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::{Channel, Endpoint};
+
+/// A node's directories: the state dir with a snapshot, the kubelet's.
+struct Node {
+    _dir: tempfile::TempDir,
+    config: PluginConfig,
+}
+
+impl Node {
+    fn new() -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        let config = PluginConfig {
+            node: "node1".into(),
+            state_dir: state,
+            plugins_dir: dir.path().join("plugins"),
+            registry_dir: dir.path().join("plugins_registry"),
+        };
+        let node = Node { _dir: dir, config };
+        node.green(Some("sv-a"));
+        node
+    }
+
+    /// networks.json as the agent writes it: green on `device`, or not.
+    fn green(&self, device: Option<&str>) {
+        let green = match device {
+            Some(d) => json!({"device": d, "index": 3, "candidates": [d]}),
+            None => {
+                json!({"candidates": [], "reason": "no surveyed interface matches spec.match: sv-a fails names"})
+            }
+        };
+        let snapshot = json!({"node": "node1", "generation": 1, "networks": {"green": green}});
+        std::fs::write(
+            self.config.state_dir.join("networks.json"),
+            snapshot.to_string(),
+        )
+        .unwrap();
+    }
+
+    fn recorded(&self) -> Value {
+        match std::fs::read(self.config.state_dir.join(kubelet::CLAIMS)) {
+            Ok(b) => serde_json::from_slice(&b).unwrap(),
+            Err(_) => Value::Null,
+        }
+    }
+}
+
+/// The agent's plugin, running until the returned sender is dropped or
+/// sent to.
+struct Plugin {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Plugin {
+    async fn start(api: &FakeApi, node: &Node) -> Plugin {
+        let client = api.serve();
+        let config = node.config.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            kubelet::serve(client, config, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        for path in [node.config.endpoint(), node.config.registration()] {
+            wait_for_socket(&path).await;
+        }
+        Plugin {
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.unwrap();
+    }
+}
+
+async fn wait_for_socket(path: &Path) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !path.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A gRPC channel over a unix socket, as the kubelet dials one.
+async fn dial(path: PathBuf) -> Channel {
+    Endpoint::try_from("http://[::]:50051")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+        .unwrap()
+}
+
+async fn call<Req, Resp>(channel: &Channel, path: &str, req: Req) -> Result<Resp, tonic::Status>
+where
+    Req: prost::Message + Send + Sync + 'static,
+    Resp: prost::Message + Default + Send + Sync + 'static,
+{
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+    let path = PathAndQuery::try_from(path.to_string()).unwrap();
+    grpc.unary(tonic::Request::new(req), path, codec)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+fn claim(name: &str, uid: &str) -> Claim {
+    Claim {
+        namespace: "web".into(),
+        uid: uid.into(),
+        name: name.into(),
+    }
+}
+
+/// A ResourceClaim allocated `device` from node1's pool.
+fn allocated(name: &str, uid: &str, device: &str) -> Value {
+    json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+        "metadata": {"name": name, "namespace": "web", "uid": uid},
+        "spec": {"devices": {"requests": [{"name": "net", "exactly": {"deviceClassName": "green.surveyor.dev"}}]}},
+        "status": {"allocation": {"devices": {"results": [
+            {"request": "net", "driver": "surveyor.dev", "pool": "node1", "device": device}]}}}})
+}
+
+async fn prepare(channel: &Channel, api: &str, claims: Vec<Claim>) -> NodePrepareResourcesResponse {
+    call(
+        channel,
+        &format!("/{api}/NodePrepareResources"),
+        NodePrepareResourcesRequest { claims },
+    )
+    .await
+    .unwrap()
+}
+
+async fn unprepare(
+    channel: &Channel,
+    api: &str,
+    claims: Vec<Claim>,
+) -> NodeUnprepareResourcesResponse {
+    call(
+        channel,
+        &format!("/{api}/NodeUnprepareResources"),
+        NodeUnprepareResourcesRequest { claims },
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_kubelet_registers_the_plugin_and_prepares_claims_across_a_restart() {
+    let node = Node::new();
+    let api = FakeApi::default();
+    api.put(CLAIMS, allocated("db-green", "uid-1", "green"));
+    api.put(CLAIMS, allocated("web-green", "uid-2", "green-3"));
+    let plugin = Plugin::start(&api, &node).await;
+
+    // Registration, as the kubelet's plugin watcher does it.
+    let reg = dial(node.config.registration()).await;
+    let info: PluginInfo = call(
+        &reg,
+        "/pluginregistration.Registration/GetInfo",
+        InfoRequest {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        info,
+        PluginInfo {
+            r#type: "DRAPlugin".into(),
+            name: "surveyor.dev".into(),
+            endpoint: node.config.endpoint().to_string_lossy().into_owned(),
+            supported_versions: vec!["v1.DRAPlugin".into(), "v1beta1.DRAPlugin".into()],
+        }
+    );
+    assert!(info.endpoint.ends_with("plugins/surveyor.dev/dra.sock"));
+    let _: RegistrationStatusResponse = call(
+        &reg,
+        "/pluginregistration.Registration/NotifyRegistrationStatus",
+        RegistrationStatus {
+            plugin_registered: true,
+            error: String::new(),
+        },
+    )
+    .await
+    .unwrap();
+
+    // Prepare through the v1 API.
+    let dra = dial(node.config.endpoint()).await;
+    let answer = prepare(&dra, proto::DRA_V1, vec![claim("db-green", "uid-1")]).await;
+    let one = &answer.claims["uid-1"];
+    assert_eq!(one.error, "");
+    assert_eq!(
+        one.devices,
+        [proto::Device {
+            request_names: vec!["net".into()],
+            pool_name: "node1".into(),
+            device_name: "green".into(),
+            cdi_device_ids: vec![],
+        }]
+    );
+    assert_eq!(node.recorded()["uid-1"]["devices"][0]["interface"], "sv-a");
+    // Asked again (a restarted kubelet): the same answer, no API read.
+    let reads = api.requests.lock().unwrap().len();
+    let again = prepare(&dra, proto::DRA_V1, vec![claim("db-green", "uid-1")]).await;
+    assert_eq!(again.claims["uid-1"], *one);
+    assert_eq!(api.requests.lock().unwrap().len(), reads);
+
+    // An unknown method is refused, not hung.
+    let e = call::<_, NodePrepareResourcesResponse>(
+        &dra,
+        &format!("/{}/NodeWatchResources", proto::DRA_V1),
+        NodePrepareResourcesRequest { claims: vec![] },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unimplemented);
+
+    // The agent restarts: the record stays, the sockets come back.
+    plugin.stop().await;
+    assert!(!node.config.endpoint().exists() && !node.config.registration().exists());
+    let plugin = Plugin::start(&api, &node).await;
+    let dra = dial(node.config.endpoint()).await;
+    // green is gone from the node meanwhile: a new claim is refused...
+    node.green(None);
+    let refused = prepare(&dra, proto::DRA_V1BETA1, vec![claim("web-green", "uid-2")]).await;
+    let error = &refused.claims["uid-2"].error;
+    for part in [
+        "web/web-green",
+        "green-3",
+        "network green",
+        "node1",
+        "sv-a fails names",
+    ] {
+        assert!(error.contains(part), "{part}: {error}");
+    }
+    assert!(refused.claims["uid-2"].devices.is_empty());
+    assert!(node.recorded().get("uid-2").is_none());
+    // ...and the one prepared before the restart is unprepared (v1beta1).
+    let done = unprepare(&dra, proto::DRA_V1BETA1, vec![claim("db-green", "uid-1")]).await;
+    assert_eq!(done.claims["uid-1"].error, "");
+    assert!(
+        node.recorded().get("uid-1").is_none(),
+        "{}",
+        node.recorded()
+    );
+    // Unpreparing what was never prepared is fine.
+    let none = unprepare(&dra, proto::DRA_V1, vec![claim("other", "uid-9")]).await;
+    assert_eq!(none.claims["uid-9"].error, "");
+    plugin.stop().await;
+
+    let reads: Vec<Recorded> = api.requests.lock().unwrap().clone();
+    assert!(
+        reads
+            .iter()
+            .all(|r| r.method == "GET" && r.path.starts_with(CLAIMS)),
+        "{reads:#?}"
+    );
+    assert_declared(&api);
+}
+
+/// A claim replaced under the same name (another UID) is not prepared
+/// from the new object; a claim whose API read fails says so.
+#[tokio::test]
+async fn a_replaced_or_unreadable_claim_is_that_claim_s_error() {
+    let node = Node::new();
+    let api = FakeApi::default();
+    api.put(CLAIMS, allocated("db-green", "uid-new", "green"));
+    let plugin = Plugin::start(&api, &node).await;
+    let dra = dial(node.config.endpoint()).await;
+    let answer = prepare(
+        &dra,
+        proto::DRA_V1,
+        vec![claim("db-green", "uid-old"), claim("missing", "uid-m")],
+    )
+    .await;
+    assert!(
+        answer.claims["uid-old"].error.contains("replaced"),
+        "{answer:?}"
+    );
+    assert!(
+        answer.claims["uid-m"]
+            .error
+            .contains("cannot read ResourceClaim web/missing"),
+        "{answer:?}"
+    );
+    plugin.stop().await;
+}
+
+/// Something other than a socket where a socket goes is left alone.
+#[tokio::test]
+async fn a_file_in_the_socket_s_place_is_not_removed() {
+    let node = Node::new();
+    let endpoint = node.config.endpoint();
+    std::fs::create_dir_all(endpoint.parent().unwrap()).unwrap();
+    std::fs::write(&endpoint, "not a socket").unwrap();
+    let e = kubelet::serve(FakeApi::default().serve(), node.config.clone(), async {})
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("is not a socket"), "{e}");
+    assert_eq!(std::fs::read_to_string(&endpoint).unwrap(), "not a socket");
+}
