@@ -646,3 +646,122 @@ fn the_binary_is_static_and_position_independent() {
         "needs shared libraries:\n{dynamic}"
     );
 }
+
+/// The DRA component over deploy/ (an overlay as a user writes it):
+/// `--dra` for the agent and the controller, the kubelet's directories
+/// mounted where the agent's defaults look, and arguments the binary
+/// takes. The DRA samples reference what Surveyor creates.
+#[test]
+fn the_dra_component_and_samples() {
+    let overlay = tempfile::tempdir().unwrap();
+    let deploy = root().join("deploy");
+    // Kustomize takes relative paths only: up to / from the overlay.
+    let up = "../".repeat(overlay.path().components().count() - 1);
+    let relative = format!("{up}{}", deploy.display().to_string().trim_start_matches('/'));
+    std::fs::write(
+        overlay.path().join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [{relative}]\ncomponents: [{relative}/dra]\n"
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(overlay.path())
+        .output()
+        .expect("this test needs kubectl (with kustomize built in) on PATH");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let objects: Vec<Value> =
+        serde_saphyr::from_multiple(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    let workload = |kind: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind}"))["spec"]["template"]["spec"]
+            .clone()
+    };
+    let agent_pod = workload("DaemonSet");
+    let controller_pod = workload("Deployment");
+    for pod in [&agent_pod, &controller_pod] {
+        let c = &pod["containers"][0];
+        let args: Vec<&str> = std::iter::once("surveyor")
+            .chain(
+                c["args"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap()),
+            )
+            .collect();
+        assert!(args.contains(&"--dra"), "{args:?}");
+        Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    }
+    let mounts: Vec<&str> = agent_pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mountPath"].as_str().unwrap())
+        .collect();
+    for dir in [
+        surveyor::kubelet::DEFAULT_PLUGINS_DIR,
+        surveyor::kubelet::DEFAULT_REGISTRY_DIR,
+    ] {
+        assert!(mounts.contains(&dir), "{dir} not mounted: {mounts:?}");
+        let on_host = agent_pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["hostPath"]["path"] == dir);
+        assert!(on_host, "{dir} is not the host's");
+    }
+
+    // Samples: the claim names the controller's class for the sample map,
+    // the NAD the resource the devices carry, the pod both.
+    let dir = deploy.join("samples");
+    let map_text = std::fs::read_to_string(dir.join("networkmap-green.yaml")).unwrap();
+    let network = surveyor::network_map::parse_documents(&map_text).unwrap()[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+    let samples = docs(&dir.join("dra-claim-green.yaml"));
+    let find = |kind: &str| samples.iter().find(|o| o["kind"] == kind).unwrap();
+    let template = find("ResourceClaimTemplate");
+    let request = &template["spec"]["spec"]["devices"]["requests"][0]["exactly"];
+    assert_eq!(
+        request["deviceClassName"],
+        surveyor::dra::class_name(&network)
+    );
+    let asked: surveyor::dra::Bandwidth = request["capacity"]["requests"]["bandwidth"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(asked >= surveyor::dra::Policy::default().min);
+    let nad = find("NetworkAttachmentDefinition");
+    assert_eq!(
+        nad["metadata"]["annotations"]["k8s.v1.cni.cncf.io/resourceName"],
+        surveyor::dra::resource_name(&network)
+    );
+    let conf =
+        surveyor::cni::config::NetConf::parse(nad["spec"]["config"].as_str().unwrap().as_bytes())
+            .unwrap();
+    assert_eq!(conf.network, network);
+    let pod = find("Pod");
+    assert_eq!(
+        pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"],
+        nad["metadata"]["name"]
+    );
+    assert_eq!(
+        pod["spec"]["resourceClaims"][0]["resourceClaimTemplateName"],
+        template["metadata"]["name"]
+    );
+    assert_eq!(
+        pod["spec"]["containers"][0]["resources"]["claims"][0]["name"],
+        pod["spec"]["resourceClaims"][0]["name"]
+    );
+}

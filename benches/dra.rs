@@ -1,0 +1,311 @@
+//! DRA (root; `cargo bench --bench dra`).
+//!
+//! 1. Prepare latency, on the pod start path: NodePrepareResources of one
+//!    claim per call (each a claim not prepared before, so read from the
+//!    API and recorded), p50/p99 over 1000 calls over the plugin's unix
+//!    socket, against a GetInfo round trip on the registration socket (the
+//!    gRPC floor), in the same run. The API is the in-process fake.
+//! 2. The agent process with --dra against the fake API over HTTP, in a
+//!    namespace with 1000 up veth pairs surveyed (LLDP listening on each):
+//!    ResourceSlice writes over SURVEYOR_BENCH_STEADY_SECS (default 60) of
+//!    nothing changing (target 0), and per link event (green moving
+//!    between two NICs, 10 times: target <= 1 write each); its RSS (target
+//!    < 20 MiB) against the same agent without --dra.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::fake_api::{CLAIMS, FakeApi, NODES, SLICES, kubeconfig, map, node};
+use support::{Netns, cable, ip_in, median, ms, percentile, veth_pairs};
+use surveyor::kubelet::proto::{self, Claim, InfoRequest, NodePrepareResourcesRequest};
+use surveyor::kubelet::{self, PluginConfig};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::{Channel, Endpoint};
+
+const CALLS: usize = 1000;
+const LINKS: usize = 1000;
+const MOVES: usize = 10;
+
+fn main() {
+    support::require_root();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(prepare_latency());
+    rt.block_on(agent_process());
+}
+
+async fn dial(path: PathBuf) -> Channel {
+    Endpoint::try_from("http://[::]:50051")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+        .unwrap()
+}
+
+async fn call<Req, Resp>(channel: &Channel, path: &'static str, req: Req) -> Resp
+where
+    Req: prost::Message + Send + Sync + 'static,
+    Resp: prost::Message + Default + Send + Sync + 'static,
+{
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+    grpc.unary(
+        tonic::Request::new(req),
+        PathAndQuery::from_static(path),
+        codec,
+    )
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+async fn prepare_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(
+        state.join("networks.json"),
+        json!({"node": "node1", "generation": 1, "networks": {"green": {"device": "ens4", "candidates": ["ens4"]}}})
+            .to_string(),
+    )
+    .unwrap();
+    let api = FakeApi::default();
+    for n in 0..CALLS {
+        api.put(CLAIMS, json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+            "metadata": {"name": format!("c{n}"), "namespace": "web", "uid": format!("u{n}")},
+            "spec": {},
+            "status": {"allocation": {"devices": {"results": [
+                {"request": "net", "driver": "surveyor.dev", "pool": "node1", "device": "green"}]}}}}));
+    }
+    let config = PluginConfig {
+        node: "node1".into(),
+        state_dir: state,
+        plugins_dir: dir.path().join("plugins"),
+        registry_dir: dir.path().join("registry"),
+    };
+    let client = api.serve();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(kubelet::serve(client, config.clone(), async move {
+        let _ = stopped.await;
+    }));
+    while !(config.endpoint().exists() && config.registration().exists()) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let dra = dial(config.endpoint()).await;
+    let reg = dial(config.registration()).await;
+    let (mut prepares, mut infos) = (Vec::new(), Vec::new());
+    for n in 0..CALLS {
+        let t = Instant::now();
+        let _: proto::PluginInfo = call(
+            &reg,
+            "/pluginregistration.Registration/GetInfo",
+            InfoRequest {},
+        )
+        .await;
+        infos.push(t.elapsed());
+        let claim = Claim {
+            namespace: "web".into(),
+            uid: format!("u{n}"),
+            name: format!("c{n}"),
+        };
+        let t = Instant::now();
+        let answer: proto::NodePrepareResourcesResponse = call(
+            &dra,
+            "/k8s.io.kubelet.pkg.apis.dra.v1.DRAPlugin/NodePrepareResources",
+            NodePrepareResourcesRequest {
+                claims: vec![claim],
+            },
+        )
+        .await;
+        prepares.push(t.elapsed());
+        let one = &answer.claims[&format!("u{n}")];
+        assert!(one.error.is_empty(), "{}", one.error);
+    }
+    let _ = stop.send(());
+    let _ = server.await;
+    println!("NodePrepareResources, one new claim per call, {CALLS} calls (target p99 < 5 ms):");
+    println!(
+        "  GetInfo round trip (baseline)   p50 {}  p99 {}",
+        ms(median(&infos)),
+        ms(percentile(&infos, 99.0))
+    );
+    println!(
+        "  prepare (API read, check, claims.json written and synced)   p50 {}  p99 {}",
+        ms(median(&prepares)),
+        ms(percentile(&prepares, 99.0))
+    );
+}
+
+/// RSS of `pid`, in KiB.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn slice_writes(api: &FakeApi) -> usize {
+    api.writes()
+        .iter()
+        .filter(|r| r.path.contains("/resourceslices") && !r.query.contains_key("dryRun"))
+        .count()
+}
+
+struct Agent {
+    child: std::process::Child,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_agent(ns: &Netns, config: &Path, dir: &Path, dra: bool) -> Agent {
+    let state = dir.join(if dra { "state-dra" } else { "state" });
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "exec", &ns.name, support::surveyor()])
+        .args([
+            "agent",
+            "--node-name",
+            "node1",
+            "--include",
+            "sv-*",
+            "--include",
+            "d*",
+        ])
+        .arg("--kubeconfig")
+        .arg(config)
+        .arg("--state-dir")
+        .arg(&state)
+        .env("SURVEYOR_LOG", "warn");
+    if dra {
+        cmd.arg("--dra")
+            .arg("--kubelet-plugins-dir")
+            .arg(dir.join("plugins"))
+            .arg("--kubelet-registry-dir")
+            .arg(dir.join("registry"));
+    }
+    Agent {
+        child: cmd.spawn().unwrap(),
+    }
+}
+
+async fn until(secs: u64, what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn interface(api: &FakeApi) -> Option<String> {
+    let slice = api.get(SLICES, "node1-surveyor.dev")?;
+    slice["spec"]["devices"][0]["attributes"]["interface"]["string"]
+        .as_str()
+        .map(str::to_string)
+}
+
+async fn agent_process() {
+    let steady: u64 = std::env::var("SURVEYOR_BENCH_STEADY_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let ns = Netns::new("bench-dra");
+    let peer = Netns::new("bench-dra-p");
+    cable(&ns, "sv-a", &peer, "p-a");
+    cable(&ns, "sv-b", &peer, "p-b");
+    veth_pairs(&ns.name, "d", "e", LINKS);
+    let up: String = (0..LINKS)
+        .map(|n| format!("link set d{n} up\nlink set e{n} up\n"))
+        .collect();
+    let batch = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(batch.path(), up).unwrap();
+    ip_in(&ns.name, &["-batch", batch.path().to_str().unwrap()]);
+
+    let api = FakeApi::default();
+    api.put(NODES, node("node1", json!({})));
+    // green: sv-a while it has carrier, else sv-b.
+    api.put(support::fake_api::MAPS, map("green", "sv-*"));
+    let addr = api.serve_http().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kubeconfig");
+    std::fs::write(&config, kubeconfig(addr)).unwrap();
+
+    // Without DRA first: the RSS baseline.
+    let plain = start_agent(&ns, &config, dir.path(), false);
+    until(60, "NodeSurvey written", || {
+        api.get(support::fake_api::SURVEYS, "node1")
+            .is_some_and(|s| s["status"]["summary"]["interfaces"] == json!(2 + LINKS))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_plain = rss(plain.child.id());
+    drop(plain);
+
+    let agent = start_agent(&ns, &config, dir.path(), true);
+    until(60, "slice written", || {
+        interface(&api).as_deref() == Some("sv-a")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_dra = rss(agent.child.id());
+    let before = slice_writes(&api);
+    tokio::time::sleep(Duration::from_secs(steady)).await;
+    let steady_writes = slice_writes(&api) - before;
+
+    let before = slice_writes(&api);
+    let mut moves = Vec::new();
+    for n in 0..MOVES {
+        // Carrier off on sv-a: green moves to sv-b; on again: back.
+        let (state, to) = if n % 2 == 0 {
+            ("down", "sv-b")
+        } else {
+            ("up", "sv-a")
+        };
+        let t = Instant::now();
+        peer.ip(&["link", "set", "p-a", state]);
+        until(10, "slice follows", || {
+            interface(&api).as_deref() == Some(to)
+        })
+        .await;
+        moves.push(t.elapsed());
+        // Past the agent's write pacing (1 s), so each event stands alone.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    let event_writes = slice_writes(&api) - before;
+    drop(agent);
+
+    println!(
+        "\nagent with --dra, {LINKS} veth pairs up and surveyed (LLDP on each), fake API over HTTP:"
+    );
+    println!(
+        "  ResourceSlice writes over {steady} s, nothing changing: {steady_writes} (target 0)"
+    );
+    println!(
+        "  ResourceSlice writes for {MOVES} link events moving green: {event_writes} ({:.1} per event, target <= 1); event -> slice in the API median {}",
+        event_writes as f64 / MOVES as f64,
+        ms(median(&moves))
+    );
+    println!(
+        "  RSS {:.1} MiB with --dra (target < 20 MiB), {:.1} MiB without (baseline)",
+        rss_dra as f64 / 1024.0,
+        rss_plain as f64 / 1024.0
+    );
+}
