@@ -37,7 +37,8 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(prepare_latency());
-    rt.block_on(agent_process());
+    drop(rt);
+    agent_process();
 }
 
 async fn dial(path: PathBuf) -> Channel {
@@ -177,10 +178,10 @@ impl Drop for Agent {
     }
 }
 
-fn start_agent(ns: &Netns, config: &Path, dir: &Path, dra: bool) -> Agent {
+fn start_agent(ns: &str, config: &Path, dir: &Path, dra: bool) -> Agent {
     let state = dir.join(if dra { "state-dra" } else { "state" });
     let mut cmd = std::process::Command::new("ip");
-    cmd.args(["netns", "exec", &ns.name, support::surveyor()])
+    cmd.args(["netns", "exec", ns, support::surveyor()])
         .args([
             "agent",
             "--node-name",
@@ -222,7 +223,9 @@ fn interface(api: &FakeApi) -> Option<String> {
         .map(str::to_string)
 }
 
-async fn agent_process() {
+/// The agent process, and the fake API it talks to, inside the node's
+/// namespace (its loopback is where the API listens).
+fn agent_process() {
     let steady: u64 = std::env::var("SURVEYOR_BENCH_STEADY_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -238,7 +241,11 @@ async fn agent_process() {
     let batch = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(batch.path(), up).unwrap();
     ip_in(&ns.name, &["-batch", batch.path().to_str().unwrap()]);
+    let (ns_name, peer_name) = (ns.name.clone(), peer.name.clone());
+    ns.block_on(move || agent_in(ns_name, peer_name, steady));
+}
 
+async fn agent_in(ns: String, peer: String, steady: u64) {
     let api = FakeApi::default();
     api.put(NODES, node("node1", json!({})));
     // green: sv-a while it has carrier, else sv-b.
@@ -280,7 +287,7 @@ async fn agent_process() {
             ("up", "sv-a")
         };
         let t = Instant::now();
-        peer.ip(&["link", "set", "p-a", state]);
+        ip_in(&peer, &["link", "set", "p-a", state]);
         until(10, "slice follows", || {
             interface(&api).as_deref() == Some(to)
         })

@@ -657,7 +657,10 @@ fn the_dra_component_and_samples() {
     let deploy = root().join("deploy");
     // Kustomize takes relative paths only: up to / from the overlay.
     let up = "../".repeat(overlay.path().components().count() - 1);
-    let relative = format!("{up}{}", deploy.display().to_string().trim_start_matches('/'));
+    let relative = format!(
+        "{up}{}",
+        deploy.display().to_string().trim_start_matches('/')
+    );
     std::fs::write(
         overlay.path().join("kustomization.yaml"),
         format!(

@@ -138,7 +138,13 @@ impl Slices {
                             failures += 1;
                             self.metrics.api_errors.inc();
                             let wait = backoff(failures, jitter(&self.node));
-                            tracing::warn!("ResourceSlice {}: {e}; retrying in {wait:?}", self.name);
+                            let hint = match &e {
+                                SliceError::Api(kube::Error::Api(s)) if s.code == 404 => {
+                                    " (does the cluster serve resource.k8s.io/v1? --dra needs Kubernetes 1.34+)"
+                                }
+                                _ => "",
+                            };
+                            tracing::warn!("ResourceSlice {}: {e}{hint}; retrying in {wait:?}", self.name);
                             // What is there is unknown after a failure.
                             self.there = None;
                             due = Some(Instant::now() + wait);

@@ -43,10 +43,13 @@ Examples:
   surveyor agent --standalone --maps /etc/surveyor/maps
       resolve the NetworkMaps in that directory on this machine
   surveyor agent --standalone --maps maps/ --include 'sv-*' --state-dir /tmp/sv --node-labels rack=r1
+  surveyor agent --dra
+      in a cluster (NODE_NAME set): also publish the networks for DRA claims and serve
+      the kubelet's DRA plugin API
 
 The state dir gets networks.json (read by the CNI plugin), survey.json, maps.json,
-neighbors.json (and node.json with a cluster), each replaced atomically and only when
-it changes; agent.lock keeps a second agent off it.")]
+neighbors.json (and node.json with a cluster, claims.json with --dra), each replaced
+atomically and only when it changes; agent.lock keeps a second agent off it.")]
     Agent(agent::AgentArgs),
     /// Print the device the CNI plugin would use for NETWORK on this node.
     Resolve(resolve::ResolveArgs),
