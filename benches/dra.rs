@@ -15,16 +15,15 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::fake_api::{CLAIMS, FakeApi, NODES, SLICES, kubeconfig, map, node};
+use support::kubelet::{call, dial};
 use support::{Netns, cable, ip_in, median, ms, percentile, veth_pairs};
 use surveyor::kubelet::proto::{self, Claim, InfoRequest, NodePrepareResourcesRequest};
 use surveyor::kubelet::{self, PluginConfig};
-use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::{Channel, Endpoint};
 
 const CALLS: usize = 1000;
 const LINKS: usize = 1000;
@@ -39,38 +38,6 @@ fn main() {
     rt.block_on(prepare_latency());
     drop(rt);
     agent_process();
-}
-
-async fn dial(path: PathBuf) -> Channel {
-    Endpoint::try_from("http://[::]:50051")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            }
-        }))
-        .await
-        .unwrap()
-}
-
-async fn call<Req, Resp>(channel: &Channel, path: &'static str, req: Req) -> Resp
-where
-    Req: prost::Message + Send + Sync + 'static,
-    Resp: prost::Message + Default + Send + Sync + 'static,
-{
-    let mut grpc = tonic::client::Grpc::new(channel.clone());
-    grpc.ready().await.unwrap();
-    let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
-    grpc.unary(
-        tonic::Request::new(req),
-        PathAndQuery::from_static(path),
-        codec,
-    )
-    .await
-    .unwrap()
-    .into_inner()
 }
 
 async fn prepare_latency() {
@@ -115,7 +82,8 @@ async fn prepare_latency() {
             "/pluginregistration.Registration/GetInfo",
             InfoRequest {},
         )
-        .await;
+        .await
+        .unwrap();
         infos.push(t.elapsed());
         let claim = Claim {
             namespace: "web".into(),
@@ -130,7 +98,8 @@ async fn prepare_latency() {
                 claims: vec![claim],
             },
         )
-        .await;
+        .await
+        .unwrap();
         prepares.push(t.elapsed());
         let one = &answer.claims[&format!("u{n}")];
         assert!(one.error.is_empty(), "{}", one.error);

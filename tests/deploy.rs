@@ -18,6 +18,20 @@ fn root() -> PathBuf {
 }
 
 /// Every document of a YAML file.
+/// A container's args, checked to be a command line the binary takes.
+fn accepted_args(c: &Value) -> Vec<String> {
+    let args: Vec<String> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    let argv = std::iter::once("surveyor").chain(args.iter().map(String::as_str));
+    Cli::try_parse_from(argv)
+        .unwrap_or_else(|e| panic!("{} args {args:?} are not valid: {e}", c["name"]));
+    args
+}
+
 fn docs(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let docs: Vec<Value> =
@@ -249,17 +263,7 @@ fn the_daemonset_runs_what_the_binary_accepts_with_least_privilege() {
     let agent = &pod["containers"][0];
     let init = &pod["initContainers"][0];
     for c in [agent, init] {
-        let args: Vec<&str> = c["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap())
-            .collect();
-        let argv: Vec<&str> = std::iter::once("surveyor")
-            .chain(args.iter().copied())
-            .collect();
-        Cli::try_parse_from(&argv)
-            .unwrap_or_else(|e| panic!("{} args {args:?} are not valid: {e}", c["name"]));
+        accepted_args(c);
     }
     // Least privilege: seccomp, no privilege escalation, a read-only root,
     // every capability dropped but NET_RAW for the agent (none for the
@@ -373,17 +377,7 @@ fn the_controller_runs_what_the_binary_accepts_without_privilege() {
         deploy["spec"]["template"]["metadata"]["labels"]
     );
     let c = &pod["containers"][0];
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
-    let argv: Vec<&str> = std::iter::once("surveyor")
-        .chain(args.iter().copied())
-        .collect();
-    Cli::try_parse_from(&argv)
-        .unwrap_or_else(|e| panic!("controller args {args:?} are not valid: {e}"));
+    let args = accepted_args(c);
     // Non-root, no capability at all, a read-only root, seccomp.
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_ne!(pod["securityContext"]["runAsUser"], 0);
@@ -398,7 +392,7 @@ fn the_controller_runs_what_the_binary_accepts_without_privilege() {
     assert!(sc["capabilities"]["add"].is_null());
     assert!(pod["volumes"].is_null(), "no host paths, no volumes");
     // Probes and the Service reach the port --listen serves.
-    let listen = args[args.iter().position(|a| *a == "--listen").unwrap() + 1];
+    let listen = &args[args.iter().position(|a| a == "--listen").unwrap() + 1];
     let port: u64 = listen.rsplit_once(':').unwrap().1.parse().unwrap();
     assert_eq!(c["ports"][0]["containerPort"], port);
     for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
@@ -690,18 +684,8 @@ fn the_dra_component_and_samples() {
     let agent_pod = workload("DaemonSet");
     let controller_pod = workload("Deployment");
     for pod in [&agent_pod, &controller_pod] {
-        let c = &pod["containers"][0];
-        let args: Vec<&str> = std::iter::once("surveyor")
-            .chain(
-                c["args"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|a| a.as_str().unwrap()),
-            )
-            .collect();
-        assert!(args.contains(&"--dra"), "{args:?}");
-        Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        let args = accepted_args(&pod["containers"][0]);
+        assert!(args.iter().any(|a| a == "--dra"), "{args:?}");
     }
     let mounts: Vec<&str> = agent_pod["containers"][0]["volumeMounts"]
         .as_array()

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::fake_api::{
-    FakeApi, NODES, Options, Recorded, SLICES, SURVEYS, map, run_agent, with_agent_opts,
+    FakeApi, NODES, Options, Recorded, Run, SLICES, SURVEYS, map, run_agent, with_agent_opts,
 };
 use support::{Netns, cable};
 use surveyor::agent::slices::SliceOptions;
@@ -49,16 +49,25 @@ fn names(devices: &[Value]) -> Vec<String> {
         .collect()
 }
 
-fn condition(api: &FakeApi, kind: &str) -> Value {
+fn sharing_condition(api: &FakeApi) -> Value {
     api.get(SURVEYS, "node1")
         .and_then(|s| {
             s["status"]["conditions"]
                 .as_array()?
                 .iter()
-                .find(|c| c["type"] == kind)
+                .find(|c| c["type"] == "DeviceSharing")
                 .cloned()
         })
         .unwrap_or(Value::Null)
+}
+
+/// The NodeSurvey's DeviceSharing condition, once it is there.
+async fn device_sharing(run: &Run) -> Value {
+    run.until(5, "DeviceSharing condition", |r| {
+        !sharing_condition(&r.api).is_null()
+    })
+    .await;
+    sharing_condition(&run.api)
 }
 
 #[test]
@@ -124,11 +133,7 @@ fn the_slice_holds_one_shared_device_per_resolved_network_then_silence() {
                     "default": "1G", "validRange": {"min": "100M"}}}},
             }])
         );
-        run.until(5, "condition", |r| {
-            !condition(&r.api, "DeviceSharing").is_null()
-        })
-        .await;
-        let c = condition(&run.api, "DeviceSharing");
+        let c = device_sharing(&run).await;
         assert_eq!(
             (&c["status"], &c["reason"]),
             (&json!("True"), &json!("ConsumableCapacity"))
@@ -198,11 +203,7 @@ fn without_shared_devices_the_networks_are_numbered_and_the_condition_says_so() 
         }
         // The dry run told; the stored slice was written once.
         assert_eq!(stored_writes(&run.api).len(), 1);
-        run.until(5, "condition", |r| {
-            !condition(&r.api, "DeviceSharing").is_null()
-        })
-        .await;
-        let c = condition(&run.api, "DeviceSharing");
+        let c = device_sharing(&run).await;
         assert_eq!(
             (&c["status"], &c["reason"]),
             (&json!("False"), &json!("NumberedDevices"))
@@ -228,10 +229,7 @@ fn an_unchanged_restart_writes_no_slice() {
     run_agent(&node, api.clone(), dra(), state.clone(), |run| async move {
         run.until(10, "slice written", |r| !devices(&r.api).is_empty())
             .await;
-        run.until(5, "condition", |r| {
-            !condition(&r.api, "DeviceSharing").is_null()
-        })
-        .await;
+        device_sharing(&run).await;
     });
     let before = api.writes().len();
     run_agent(&node, api.clone(), dra(), state, move |run| async move {

@@ -5,19 +5,19 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::fake_api::{CLAIMS, FakeApi, Recorded, assert_declared};
+use support::kubelet::{call, dial};
 use surveyor::kubelet::proto::{
     self, Claim, InfoRequest, NodePrepareResourcesRequest, NodePrepareResourcesResponse,
     NodeUnprepareResourcesRequest, NodeUnprepareResourcesResponse, PluginInfo, RegistrationStatus,
     RegistrationStatusResponse,
 };
 use surveyor::kubelet::{self, PluginConfig};
-use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// A node's directories: the state dir with a snapshot, the kubelet's.
 struct Node {
@@ -111,35 +111,6 @@ async fn wait_for_socket(path: &Path) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-/// A gRPC channel over a unix socket, as the kubelet dials one.
-async fn dial(path: PathBuf) -> Channel {
-    Endpoint::try_from("http://[::]:50051")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            }
-        }))
-        .await
-        .unwrap()
-}
-
-async fn call<Req, Resp>(channel: &Channel, path: &str, req: Req) -> Result<Resp, tonic::Status>
-where
-    Req: prost::Message + Send + Sync + 'static,
-    Resp: prost::Message + Default + Send + Sync + 'static,
-{
-    let mut grpc = tonic::client::Grpc::new(channel.clone());
-    grpc.ready().await.unwrap();
-    let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
-    let path = PathAndQuery::try_from(path.to_string()).unwrap();
-    grpc.unary(tonic::Request::new(req), path, codec)
-        .await
-        .map(tonic::Response::into_inner)
 }
 
 fn claim(name: &str, uid: &str) -> Claim {

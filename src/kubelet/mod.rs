@@ -210,11 +210,6 @@ impl Handler {
         let bytes = crate::snapshot::encode(CLAIMS, record).map_err(io::Error::other)?;
         atomic::replace(&self.config.state_dir, CLAIMS, &bytes, Durability::Synced)
     }
-
-    /// The claims prepared now, by UID.
-    pub fn prepared(&self) -> Prepared {
-        self.lock().clone()
-    }
 }
 
 fn devices(prepared: &PreparedClaim) -> Vec<Device> {

@@ -5,6 +5,7 @@
 
 pub mod controller;
 pub mod fake_api;
+pub mod kubelet;
 pub mod pcap;
 
 use std::fs::File;
