@@ -359,3 +359,29 @@ mod controller_side {
         );
     }
 }
+
+/// The API down when the agent starts: nothing is lost, the slice is
+/// written once it answers.
+#[test]
+fn the_slice_follows_once_the_api_answers() {
+    let api = FakeApi::with(vec![map("green", "sv-a")], json!({}));
+    api.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    with_agent_opts("dra-down", api, dra(), |run| async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(run.api.get(SLICES, SLICE).is_none());
+        run.api
+            .down
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        run.until(40, "slice written after the outage", |r| {
+            !devices(&r.api).is_empty()
+        })
+        .await;
+        assert_eq!(names(&devices(&run.api)), ["green"]);
+        assert_eq!(
+            stored_writes(&run.api).len(),
+            1,
+            "{:#?}",
+            stored_writes(&run.api)
+        );
+    });
+}

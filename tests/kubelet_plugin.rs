@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -29,6 +29,11 @@ impl Node {
     fn new() -> Node {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
+        Node::with_state(dir, state)
+    }
+
+    /// With the state dir at `state` (a test's own mount).
+    fn with_state(dir: tempfile::TempDir, state: PathBuf) -> Node {
         std::fs::create_dir(&state).unwrap();
         let config = PluginConfig {
             node: "node1".into(),
@@ -306,4 +311,52 @@ async fn a_file_in_the_socket_s_place_is_not_removed() {
         .unwrap_err();
     assert!(e.to_string().contains("is not a socket"), "{e}");
     assert_eq!(std::fs::read_to_string(&endpoint).unwrap(), "not a socket");
+}
+
+/// A full state dir: the claim is not prepared (its error says why, so the
+/// kubelet asks again) and not remembered as prepared; once there is room
+/// the next attempt succeeds and is recorded. Unprepare likewise keeps the
+/// record until it can be written.
+#[tokio::test]
+async fn a_full_state_dir_prepares_nothing_until_there_is_room() {
+    let disk = support::Tmpfs::new(64);
+    let node = Node::with_state(tempfile::tempdir().unwrap(), disk.path.join("state"));
+    let api = FakeApi::default();
+    api.put(CLAIMS, allocated("db-green", "uid-1", "green"));
+    let plugin = Plugin::start(&api, &node).await;
+    let dra = dial(node.config.endpoint()).await;
+    disk.fill();
+    let full = prepare(&dra, proto::DRA_V1, vec![claim("db-green", "uid-1")]).await;
+    let error = &full.claims["uid-1"].error;
+    assert!(
+        error.contains("cannot record the prepared claim"),
+        "{error}"
+    );
+    assert!(full.claims["uid-1"].devices.is_empty());
+    disk.free();
+    let reads = api.requests.lock().unwrap().len();
+    let room = prepare(&dra, proto::DRA_V1, vec![claim("db-green", "uid-1")]).await;
+    assert_eq!(room.claims["uid-1"].error, "");
+    assert_eq!(room.claims["uid-1"].devices.len(), 1);
+    assert!(
+        api.requests.lock().unwrap().len() > reads,
+        "the failed attempt was not taken for a prepared claim"
+    );
+    assert_eq!(node.recorded()["uid-1"]["devices"][0]["device"], "green");
+
+    disk.fill();
+    let full = unprepare(&dra, proto::DRA_V1, vec![claim("db-green", "uid-1")]).await;
+    assert!(
+        full.claims["uid-1"].error.contains("cannot record"),
+        "{full:?}"
+    );
+    disk.free();
+    let room = unprepare(&dra, proto::DRA_V1, vec![claim("db-green", "uid-1")]).await;
+    assert_eq!(room.claims["uid-1"].error, "");
+    assert!(
+        node.recorded().get("uid-1").is_none(),
+        "{}",
+        node.recorded()
+    );
+    plugin.stop().await;
 }

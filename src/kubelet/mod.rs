@@ -169,21 +169,28 @@ impl Handler {
         let answer = devices(&prepared);
         let mut record = self.lock();
         record.insert(claim.uid.clone(), prepared);
-        self.save(&record)
-            .map_err(|e| format!("cannot record the prepared claim: {e}"))?;
+        if let Err(e) = self.save(&record) {
+            // Not prepared until recorded: the kubelet asks again.
+            record.remove(&claim.uid);
+            return Err(format!("cannot record the prepared claim: {e}"));
+        }
         Ok(answer)
     }
 
     fn unprepare(&self, claims: Vec<Claim>) -> NodeUnprepareResourcesResponse {
         let mut record = self.lock();
-        let mut removed = false;
-        for claim in &claims {
-            removed |= record.remove(&claim.uid).is_some();
-        }
+        let removed: Vec<(String, PreparedClaim)> = claims
+            .iter()
+            .filter_map(|c| Some((c.uid.clone(), record.remove(&c.uid)?)))
+            .collect();
         // Unknown claims were never prepared here (or are already
         // forgotten): nothing to undo.
-        let error = match removed.then(|| self.save(&record)) {
-            Some(Err(e)) => format!("cannot record the unprepared claim: {e}"),
+        let error = match (!removed.is_empty()).then(|| self.save(&record)) {
+            Some(Err(e)) => {
+                // Still recorded, so the kubelet's retry finds them.
+                record.extend(removed);
+                format!("cannot record the unprepared claim: {e}")
+            }
             _ => String::new(),
         };
         let claims = claims
