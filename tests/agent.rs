@@ -424,8 +424,12 @@ fn a_network_follows_its_address_from_one_nic_to_another() {
         snap["networks"]["storage"]["candidates"],
         serde_json::json!(["sv-b"])
     );
-    let survey: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(agent.state.join("survey.json")).unwrap()).unwrap();
+    let survey = agent.wait_for_survey(2, "the address in survey.json", |s| {
+        s["interfaces"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|i| i["name"] == "sv-b" && !i["addresses"].is_null())
+        })
+    });
     let b = survey["interfaces"]
         .as_array()
         .unwrap()

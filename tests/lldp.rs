@@ -338,8 +338,9 @@ fn ladvd_is_heard_as_lldpds_receiver_hears_it() {
     agent.wait_for(10, "green on sv-a", |s| {
         s["networks"]["green"]["device"] == "sv-a"
     });
-    let survey: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(agent.state.join("survey.json")).unwrap()).unwrap();
+    let survey = agent.wait_for_survey(5, "the neighbor in survey.json", |s| {
+        !s["interfaces"][0]["lldp"].is_null()
+    });
     let ours = &survey["interfaces"][0]["lldp"];
     let deadline = Instant::now() + Duration::from_secs(5);
     let theirs = loop {

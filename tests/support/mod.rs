@@ -534,10 +534,16 @@ impl AgentProcess {
 
     /// The current networks.json, if there is one.
     pub fn snapshot(&self) -> Option<serde_json::Value> {
-        let bytes = std::fs::read(self.state.join("networks.json")).ok()?;
+        self.state_file("networks.json")
+    }
+
+    /// A state file, parsed; `None` before it is written. A torn or
+    /// invalid one fails the test (files are replaced whole).
+    fn state_file(&self, file: &str) -> Option<serde_json::Value> {
+        let bytes = std::fs::read(self.state.join(file)).ok()?;
         Some(serde_json::from_slice(&bytes).unwrap_or_else(|e| {
             panic!(
-                "torn or invalid networks.json: {e}: {}",
+                "torn or invalid {file}: {e}: {}",
                 String::from_utf8_lossy(&bytes)
             )
         }))
@@ -550,17 +556,38 @@ impl AgentProcess {
         what: &str,
         want: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
+        self.wait_for_file("networks.json", secs, what, want)
+    }
+
+    /// [`AgentProcess::wait_for`] for survey.json, which the agent writes
+    /// after networks.json in the same publish.
+    pub fn wait_for_survey(
+        &self,
+        secs: u64,
+        what: &str,
+        want: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        self.wait_for_file("survey.json", secs, what, want)
+    }
+
+    fn wait_for_file(
+        &self,
+        file: &str,
+        secs: u64,
+        what: &str,
+        want: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
         loop {
-            if let Some(s) = self.snapshot() {
+            if let Some(s) = self.state_file(file) {
                 if want(&s) {
                     return s;
                 }
             }
             if std::time::Instant::now() > deadline {
                 panic!(
-                    "{what}: not reached within {secs} s; networks.json: {:?}\nagent log:\n{}",
-                    self.snapshot(),
+                    "{what}: not reached within {secs} s; {file}: {:?}\nagent log:\n{}",
+                    self.state_file(file),
                     self.log()
                 );
             }
