@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod atomic;
+pub mod attachment;
 pub mod cli;
 pub mod cni;
 pub mod condition;

@@ -143,7 +143,7 @@ impl Lab {
             .env("CNI_PATH", path)
             .env(
                 "CNI_ARGS",
-                "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web",
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;K8S_POD_UID=pod-uid-1",
             );
         if let Some(ns) = netns {
             cmd.env("CNI_NETNS", ns);
@@ -578,7 +578,7 @@ fn ipvlan_gets_the_right_config_and_env() {
     }
     let env = std::fs::read_to_string(rec.join("env")).unwrap();
     for line in [
-        "CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web",
+        "CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;K8S_POD_UID=pod-uid-1",
         "CNI_COMMAND=ADD",
         "CNI_CONTAINERID=c1",
         "CNI_IFNAME=net1",
@@ -897,4 +897,38 @@ fn a_dra_allocation_is_used_only_while_it_is_the_network_s_device() {
     );
     assert!(!rec.join("stdin.json").exists(), "the delegate ran");
     assert!(lab.cache_files().is_empty(), "{:?}", lab.cache_files());
+}
+
+/// On the DRA path ADD records what the pod's interface got (for the agent
+/// to show on the pod's ResourceClaim): the real macvlan's MAC and the
+/// address IPAM gave. DEL forgets it; without `deviceID` nothing is
+/// recorded.
+#[test]
+fn a_dra_attachment_is_recorded_for_its_claim_and_forgotten_at_del() {
+    let lab = Lab::new("cni-nd");
+    let mut conf = lab.static_ip(21);
+    conf["deviceID"] = json!("sv-a");
+    ok(&lab.add("c1", &conf));
+    let file = lab.state().join("attachments").join("c1:net1.json");
+    let record: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let mac = lab.link(&lab.pod, "net1")["address"].clone();
+    assert_eq!(
+        record,
+        json!({"podUid": "pod-uid-1", "podNamespace": "default", "podName": "web",
+            "network": "green", "device": "sv-a", "interface": "net1",
+            "mac": mac, "ips": ["10.10.0.21/24"]})
+    );
+    ok(&lab.del("c1", &conf));
+    assert!(!file.exists());
+    assert_eq!(lab.pod_links(), ["lo"]);
+
+    let plain = lab.static_ip(22);
+    ok(&lab.add("c2", &plain));
+    assert!(
+        !lab.state()
+            .join("attachments")
+            .join("c2:net1.json")
+            .exists()
+    );
+    ok(&lab.del("c2", &plain));
 }

@@ -35,6 +35,8 @@ pub struct Env {
     pub netns: Option<String>,
     pub ifname: Option<String>,
     pub path: Vec<PathBuf>,
+    /// `CNI_ARGS`, as the runtime gave it (`K8S_POD_UID=...;...`).
+    pub args: Option<String>,
 }
 
 impl Env {
@@ -66,6 +68,7 @@ impl Env {
             path: get("CNI_PATH")
                 .map(|p| std::env::split_paths(&p).collect())
                 .unwrap_or_default(),
+            args: get("CNI_ARGS"),
         };
         let needs = |name: &str, value: bool| {
             if value {
@@ -99,6 +102,17 @@ impl Env {
             check_ifname(ifname)?;
         }
         Ok(env)
+    }
+
+    /// One `KEY=value` of `CNI_ARGS` (`;`-separated), if given.
+    pub fn arg(&self, key: &str) -> Option<&str> {
+        self.args
+            .as_deref()?
+            .split(';')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+            .filter(|v| !v.is_empty())
     }
 
     /// The container ID and interface name (ADD, DEL, CHECK).
@@ -209,6 +223,21 @@ mod tests {
             env(&[("CNI_COMMAND", "FROB")]).unwrap_err().code,
             INVALID_ENV
         );
+    }
+
+    #[test]
+    fn cni_args_are_read_by_key() {
+        let mut add = ADD.to_vec();
+        add.push((
+            "CNI_ARGS",
+            "IgnoreUnknown=true;K8S_POD_NAMESPACE=web;K8S_POD_UID=0a1b;K8S_POD_NAME=;junk",
+        ));
+        let e = env(&add).unwrap();
+        assert_eq!(e.arg("K8S_POD_UID"), Some("0a1b"));
+        assert_eq!(e.arg("K8S_POD_NAMESPACE"), Some("web"));
+        assert_eq!(e.arg("K8S_POD_NAME"), None);
+        assert_eq!(e.arg("junk"), None);
+        assert_eq!(env(&ADD).unwrap().arg("K8S_POD_UID"), None);
     }
 
     #[test]

@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::atomic::{self, Durability};
+use crate::attachment::{self, Attachment};
 use crate::discovery::lookup::{LinkKey, lookup};
 use crate::snapshot::{Snapshot, SnapshotError, SnapshotNetwork, read_networks};
 
@@ -330,7 +332,12 @@ fn add(ctx: &Ctx) -> Result<Vec<u8>, CniError> {
         }
     };
     match call_while(&binary, conf, &snapshot.node, &entry.config, flushed) {
-        Ok(out) => Ok(relabel(out, &version, &conf.cni_version)),
+        Ok(out) => {
+            if conf.device_id.is_some() {
+                tell_agent(ctx, &entry, &out);
+            }
+            Ok(relabel(out, &version, &conf.cni_version))
+        }
         Err(e) => {
             match previous {
                 Some(previous) => cache.write(&previous)?,
@@ -345,6 +352,60 @@ fn add(ctx: &Ctx) -> Result<Vec<u8>, CniError> {
             }
             Err(e)
         }
+    }
+}
+
+/// On the DRA path, tells the agent what the pod's interface got, for the
+/// pod's ResourceClaim. The pod is attached either way: a record that
+/// cannot be written is said on stderr (the runtime's log).
+fn tell_agent(ctx: &Ctx, entry: &Entry, result: &[u8]) {
+    let Some(pod_uid) = ctx.env.arg("K8S_POD_UID") else {
+        eprintln!(
+            "surveyor: network {:?}: CNI_ARGS has no K8S_POD_UID, so the pod's ResourceClaim will not show its network data",
+            entry.network
+        );
+        return;
+    };
+    let parsed = serde_json::from_slice(result).unwrap_or(Value::Null);
+    let (mac, ips) = attachment::from_result(&parsed, &entry.ifname);
+    let record = Attachment {
+        pod_uid: pod_uid.into(),
+        pod_namespace: ctx.env.arg("K8S_POD_NAMESPACE").unwrap_or_default().into(),
+        pod_name: ctx.env.arg("K8S_POD_NAME").unwrap_or_default().into(),
+        network: entry.network.clone(),
+        device: entry.device.clone(),
+        interface: entry.ifname.clone(),
+        mac,
+        ips,
+    };
+    let dir = ctx.node.state_dir.join(attachment::DIR);
+    let name = attachment::file_name(&entry.container_id, &entry.ifname);
+    let written = std::fs::create_dir_all(&dir).and_then(|()| {
+        let bytes = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
+        atomic::replace(&dir, &name, &bytes, Durability::Unsynced)
+    });
+    if let Err(e) = written {
+        eprintln!(
+            "surveyor: network {:?}: cannot record the attachment in {} ({e}); the pod's ResourceClaim will not show its network data",
+            entry.network,
+            dir.display()
+        );
+    }
+}
+
+/// Forgets what [`tell_agent`] recorded of an attachment (there may be
+/// nothing: it is only made on the DRA path).
+fn forget_attachment(ctx: &Ctx, container_id: &str, ifname: &str) {
+    let path = ctx
+        .node
+        .state_dir
+        .join(attachment::DIR)
+        .join(attachment::file_name(container_id, ifname));
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            eprintln!("surveyor: cannot remove {}: {e}", path.display());
+        }
+        _ => {}
     }
 }
 
@@ -419,6 +480,7 @@ fn del(ctx: &Ctx) -> Result<Vec<u8>, CniError> {
     master_or_stand_in(&mut config);
     call(&binary, conf, &this_node(), &config, &[])?;
     cache.remove(container_id, ifname)?;
+    forget_attachment(ctx, container_id, ifname);
     Ok(Vec::new())
 }
 
@@ -556,7 +618,10 @@ fn gc(ctx: &Ctx) -> Result<Vec<u8>, CniError> {
             ("CNI_NETNS", None),
         ];
         match call(&binary, conf, &node, &config, &vars) {
-            Ok(_) => cache.remove(&entry.container_id, &entry.ifname)?,
+            Ok(_) => {
+                cache.remove(&entry.container_id, &entry.ifname)?;
+                forget_attachment(ctx, &entry.container_id, &entry.ifname);
+            }
             Err(e) => failed.push(format!("{}/{}: {e}", entry.container_id, entry.ifname)),
         }
     }
