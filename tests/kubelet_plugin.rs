@@ -360,3 +360,200 @@ async fn a_full_state_dir_prepares_nothing_until_there_is_room() {
     );
     plugin.stop().await;
 }
+
+/// A claim reserved for pod `pod-1`.
+fn reserved(name: &str, uid: &str, device: &str) -> Value {
+    let mut claim = allocated(name, uid, device);
+    claim["status"]["reservedFor"] = json!([{"resource": "pods", "name": "db-0", "uid": "pod-1"}]);
+    claim
+}
+
+/// The CNI plugin's record of pod-1's interface on green (as it writes it
+/// after an ADD with a `deviceID`).
+fn attach(node: &Node, container: &str, mac: &str) {
+    let dir = node.config.state_dir.join(surveyor::attachment::DIR);
+    std::fs::create_dir_all(&dir).unwrap();
+    let record = surveyor::attachment::Attachment {
+        pod_uid: "pod-1".into(),
+        pod_namespace: "web".into(),
+        pod_name: "db-0".into(),
+        network: "green".into(),
+        device: "sv-a".into(),
+        interface: "net1".into(),
+        mac: Some(mac.into()),
+        ips: vec!["192.0.2.5/24".into(), "2001:db8::5/64".into()],
+    };
+    let tmp = dir.join(".tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&record).unwrap()).unwrap();
+    std::fs::rename(
+        &tmp,
+        dir.join(surveyor::attachment::file_name(container, "net1")),
+    )
+    .unwrap();
+}
+
+fn status_writes(api: &FakeApi) -> Vec<Recorded> {
+    api.writes_to("/status")
+}
+
+/// Waits until the fake API has seen `n` status writes.
+async fn until_status_writes(api: &FakeApi, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while status_writes(api).len() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{n} status write(s) expected: {:#?}",
+            status_writes(api)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// KEP-4817: once the pod's interface exists, the claim's status shows it
+/// (name, MAC, IPs) under our device, next to the scheduler's allocation;
+/// written once, not again after an agent restart, again when a new
+/// sandbox brings a new MAC; the API down delays it, nothing more.
+#[tokio::test]
+async fn the_pod_interface_is_shown_on_its_claim_once_it_exists() {
+    let node = Node::new();
+    let api = FakeApi::default();
+    api.put(CLAIMS, reserved("db-green", "uid-1", "green"));
+    let plugin = Plugin::start(&api, &node).await;
+    let dra = dial(node.config.endpoint()).await;
+    let answer = prepare(&dra, proto::DRA_V1, vec![claim("db-green", "uid-1")]).await;
+    assert_eq!(answer.claims["uid-1"].error, "");
+    assert_eq!(node.recorded()["uid-1"]["pods"], json!(["pod-1"]));
+
+    attach(&node, "c1", "0a:58:c0:00:02:05");
+    until_status_writes(&api, 1).await;
+    let w = &status_writes(&api)[0];
+    assert_eq!(w.method, "PATCH");
+    assert_eq!(w.path, format!("{CLAIMS}/db-green/status"));
+    assert!(
+        w.content_type.starts_with("application/apply-patch"),
+        "{w:?}"
+    );
+    assert_eq!(
+        w.query.get("fieldManager").map(String::as_str),
+        Some("surveyor-agent")
+    );
+    assert_eq!(
+        w.body,
+        json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+            "metadata": {"name": "db-green", "namespace": "web", "uid": "uid-1"},
+            "status": {"devices": [{"driver": "surveyor.dev", "pool": "node1", "device": "green",
+                "networkData": {"interfaceName": "net1", "hardwareAddress": "0a:58:c0:00:02:05",
+                    "ips": ["192.0.2.5/24", "2001:db8::5/64"]}}]}})
+    );
+    let stored = api.get(CLAIMS, "db-green").unwrap();
+    assert_eq!(
+        stored["status"]["allocation"]["devices"]["results"][0]["device"],
+        "green"
+    );
+    assert_eq!(
+        stored["status"]["devices"][0]["networkData"]["interfaceName"],
+        "net1"
+    );
+    assert_eq!(
+        node.recorded()["uid-1"]["devices"][0]["reported"]["hardwareAddress"],
+        "0a:58:c0:00:02:05"
+    );
+
+    // A restart reads the record: nothing to write.
+    plugin.stop().await;
+    let plugin = Plugin::start(&api, &node).await;
+    let dra = dial(node.config.endpoint()).await;
+    // Another claim prepared wakes the reporter; still nothing for db-green.
+    api.put(CLAIMS, allocated("other", "uid-2", "green"));
+    let answer = prepare(&dra, proto::DRA_V1, vec![claim("other", "uid-2")]).await;
+    assert_eq!(answer.claims["uid-2"].error, "");
+    // The same file rewritten with the same content: no write either.
+    attach(&node, "c1", "0a:58:c0:00:02:05");
+    // A new sandbox, with the API down: written once it is back.
+    api.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    std::fs::remove_file(
+        node.config
+            .state_dir
+            .join(surveyor::attachment::DIR)
+            .join("c1:net1.json"),
+    )
+    .unwrap();
+    attach(&node, "c2", "0a:58:c0:00:02:99");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !api
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|r| r.path.ends_with("/status") && r.body.to_string().contains(":99"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no attempt while down"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    api.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stored = api.get(CLAIMS, "db-green").unwrap();
+        let mac = &stored["status"]["devices"][0]["networkData"]["hardwareAddress"];
+        if mac == "0a:58:c0:00:02:99" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not retried: {stored}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The first data was written once: not again after the restart, nor
+    // for the file rewritten the same.
+    let first = status_writes(&api)
+        .iter()
+        .filter(|r| r.body.to_string().contains("02:05"))
+        .count();
+    assert_eq!(first, 1);
+    assert!(
+        status_writes(&api)
+            .iter()
+            .all(|r| r.path == format!("{CLAIMS}/db-green/status")),
+        "{:#?}",
+        status_writes(&api)
+    );
+    plugin.stop().await;
+    assert_declared(&api);
+}
+
+/// A claim replaced under its name (another UID) since it was prepared
+/// gets nothing written into the new object, and is not tried again; a
+/// record that is not JSON is skipped, not fatal.
+#[tokio::test]
+async fn a_replaced_claim_is_not_written_and_bad_records_are_skipped() {
+    let node = Node::new();
+    let api = FakeApi::default();
+    api.put(CLAIMS, reserved("db-green", "uid-1", "green"));
+    let plugin = Plugin::start(&api, &node).await;
+    let dra = dial(node.config.endpoint()).await;
+    let answer = prepare(&dra, proto::DRA_V1, vec![claim("db-green", "uid-1")]).await;
+    assert_eq!(answer.claims["uid-1"].error, "");
+    api.delete(CLAIMS, "db-green");
+    api.put(CLAIMS, reserved("db-green", "uid-new", "green"));
+    let dir = node.config.state_dir.join(surveyor::attachment::DIR);
+    std::fs::write(dir.join("bad:net1.json"), b"{not json").unwrap();
+    attach(&node, "c1", "0a:58:c0:00:02:05");
+    until_status_writes(&api, 1).await;
+    let stored = api.get(CLAIMS, "db-green").unwrap();
+    assert!(stored["status"].get("devices").is_none(), "{stored}");
+    assert_eq!(
+        node.recorded()["uid-1"]["devices"][0]["reported"]["interfaceName"],
+        "net1",
+        "a refused write is not retried"
+    );
+    // Another event: still the one attempt.
+    attach(&node, "c1", "0a:58:c0:00:02:05");
+    let answer = prepare(&dra, proto::DRA_V1, vec![claim("db-green", "uid-1")]).await;
+    assert_eq!(answer.claims["uid-1"].error, "");
+    plugin.stop().await;
+    assert_eq!(status_writes(&api).len(), 1);
+}

@@ -43,8 +43,10 @@ pub const API_REQUESTS: &[(&str, &str, &[&str])] = &[
         "resourceslices",
         &["get", "create", "patch", "delete"],
     ),
-    // With --dra, the kubelet plugin reads the claims it prepares.
+    // With --dra, the kubelet plugin reads the claims it prepares, and
+    // shows their pods' interfaces on their status (networkData).
     ("resource.k8s.io", "resourceclaims", &["get"]),
+    ("resource.k8s.io", "resourceclaims/status", &["patch"]),
 ];
 
 pub type MapEvents =

@@ -257,7 +257,7 @@ fn version(o: &NodeSurvey) -> Option<u64> {
     o.metadata.resource_version.as_deref()?.parse().ok()
 }
 
-pub(super) async fn sleep_until(at: Option<Instant>) {
+pub(crate) async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
@@ -265,12 +265,12 @@ pub(super) async fn sleep_until(at: Option<Instant>) {
 }
 
 /// 500 ms doubling to 30 s, scaled by a per-node factor in [0.5, 1.5).
-pub(super) fn backoff(failures: u32, jitter: f64) -> Duration {
+pub(crate) fn backoff(failures: u32, jitter: f64) -> Duration {
     let base = BACKOFF_FIRST.saturating_mul(1 << failures.saturating_sub(1).min(10));
     base.min(BACKOFF_MAX).mul_f64(jitter)
 }
 
-pub(super) fn jitter(node: &str) -> f64 {
+pub(crate) fn jitter(node: &str) -> f64 {
     let hash = node.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     });

@@ -10,11 +10,14 @@
 //! it in the state dir (`claims.json`), so a restarted agent still knows
 //! what it prepared; unpreparing forgets it. Nothing on the node changes
 //! at prepare time: the CNI plugin attaches the pod, on the device its
-//! allocation names.
+//! allocation names, and records what the pod's interface got; [`report`]
+//! shows that on the claim's status (`networkData`).
 
 pub mod grpc;
+pub mod network_data;
 pub mod prepare;
 pub mod proto;
+mod report;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -82,6 +85,8 @@ pub struct Handler {
     client: Client,
     config: PluginConfig,
     prepared: Mutex<Prepared>,
+    /// Told when a claim is prepared: its pod's attachment may be there.
+    changed: tokio::sync::Notify,
 }
 
 impl Handler {
@@ -104,6 +109,7 @@ impl Handler {
             client,
             config,
             prepared: Mutex::new(prepared),
+            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -174,6 +180,8 @@ impl Handler {
             record.remove(&claim.uid);
             return Err(format!("cannot record the prepared claim: {e}"));
         }
+        drop(record);
+        self.changed.notify_one();
         Ok(answer)
     }
 
@@ -251,6 +259,7 @@ pub async fn serve(
         supported_versions: proto::SUPPORTED_VERSIONS.map(str::to_string).to_vec(),
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let reporter = tokio::spawn(report::run(handler.clone(), stopped.clone()));
     let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -271,6 +280,7 @@ pub async fn serve(
         let _ = stop.send(true);
     };
     let (a, b, ()) = tokio::join!(dra_server, reg_server, stopper);
+    let _ = reporter.await;
     for (what, result) in [("DRA", a), ("registration", b)] {
         if let Err(e) = result {
             tracing::warn!("the {what} socket's server ended: {e}");

@@ -21,6 +21,23 @@ pub struct PreparedDevice {
     pub network: String,
     /// The network's device on the node when prepared.
     pub interface: String,
+    /// Which share of a shared device the claim has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_id: Option<String>,
+    /// The network data last written to the claim's status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported: Option<NetworkData>,
+}
+
+/// A pod interface, as shown on the claim (`networkData`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkData {
+    pub interface_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<String>,
 }
 
 /// A prepared claim, as recorded (by UID).
@@ -29,6 +46,10 @@ pub struct PreparedClaim {
     pub namespace: String,
     pub name: String,
     pub devices: Vec<PreparedDevice>,
+    /// The UIDs of the pods the claim is reserved for, when prepared: the
+    /// CNI plugin's attachments name their pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<String>,
 }
 
 pub type Prepared = BTreeMap<String, PreparedClaim>;
@@ -136,12 +157,24 @@ pub fn prepare(
             device: result.device.clone(),
             network: network.into(),
             interface,
+            share_id: result.share_id.clone(),
+            reported: None,
         });
     }
+    let pods = claim
+        .status
+        .as_ref()
+        .and_then(|s| s.reserved_for.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|r| r.resource == "pods" && r.api_group.as_deref().unwrap_or_default().is_empty())
+        .map(|r| r.uid.clone())
+        .collect();
     Ok(PreparedClaim {
         namespace,
         name,
         devices,
+        pods,
     })
 }
 
@@ -181,7 +214,8 @@ mod tests {
         serde_json::from_value(json!({
             "metadata": {"namespace": "web", "name": "db-green", "uid": "u1"},
             "spec": {},
-            "status": {"allocation": {"devices": {"results": results}}},
+            "status": {"allocation": {"devices": {"results": results}},
+                "reservedFor": [{"resource": "pods", "name": "db-0", "uid": "pod-1"}]},
         }))
         .unwrap()
     }
@@ -206,8 +240,11 @@ mod tests {
                 device: "green".into(),
                 network: "green".into(),
                 interface: "sv-a".into(),
+                share_id: None,
+                reported: None,
             }]
         );
+        assert_eq!(p.pods, ["pod-1"]);
         let numbered = claim(json!([result("green-7", "node1", "surveyor.dev")]));
         let p = prepare("node1", "u1", &numbered, &snapshot(Some("sv-a"))).unwrap();
         assert_eq!(p.devices[0].network, "green");

@@ -696,7 +696,42 @@ fn apply(
         let Some(mut obj) = current else {
             return not_found(name);
         };
-        obj["status"] = body["status"].clone();
+        if let Some(uid) = body["metadata"]["uid"].as_str() {
+            if obj["metadata"]["uid"].as_str() != Some(uid) {
+                let message = format!("Precondition failed: UID in precondition: {uid}");
+                return status(409, "Conflict", &message);
+            }
+        }
+        // Top-level status fields are owned by the manager that applied
+        // them: those it no longer sends go, others' stay (a claim's
+        // allocation, written by the scheduler, under a driver's devices).
+        let c = store.collections.get_mut(collection).unwrap();
+        let owned = c.owned.entry(name.to_string()).or_default();
+        let sent: BTreeSet<Path> = body["status"]
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.keys())
+            .map(|k| vec!["status".to_string(), k.clone()])
+            .collect();
+        let mine = owned.entry(manager.to_string()).or_default();
+        let dropped: Vec<Path> = mine
+            .iter()
+            .filter(|p| p.first().is_some_and(|f| f == "status") && !sent.contains(*p))
+            .cloned()
+            .collect();
+        mine.retain(|p| !dropped.contains(p));
+        mine.extend(sent.iter().cloned());
+        for gone in dropped {
+            if !owned.values().any(|theirs| theirs.contains(&gone)) {
+                remove_path(&mut obj, &gone);
+            }
+        }
+        if !obj["status"].is_object() {
+            obj["status"] = json!({});
+        }
+        for path in sent {
+            obj["status"][&path[1]] = body["status"][&path[1]].clone();
+        }
         return json_response(store.commit(collection, obj));
     }
     let mut obj = current.clone().unwrap_or_else(|| {
@@ -730,7 +765,8 @@ fn apply(
         }
     }
     let before = owned.remove(manager).unwrap_or_default();
-    for gone in before.difference(&paths) {
+    let is_status = |p: &Path| p.first().is_some_and(|f| f == "status");
+    for gone in before.difference(&paths).filter(|p| !is_status(p)) {
         if !owned.values().any(|theirs| theirs.contains(gone)) {
             remove_path(&mut obj, gone);
         }
@@ -738,6 +774,11 @@ fn apply(
     for (path, value) in applied {
         set_path(&mut obj, &path, value);
     }
+    // What it applied to the status subresource stays its own.
+    let paths = paths
+        .into_iter()
+        .chain(before.into_iter().filter(is_status))
+        .collect();
     owned.insert(manager.to_string(), paths);
     bump_generation(current.as_ref(), &mut obj);
     json_response(store.commit(collection, obj))
