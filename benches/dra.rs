@@ -10,7 +10,9 @@
 //!    ResourceSlice writes over SURVEYOR_BENCH_STEADY_SECS (default 60) of
 //!    nothing changing (target 0), and per link event (green moving
 //!    between two NICs, 10 times: target <= 1 write each); its RSS (target
-//!    < 20 MiB) against the same agent without --dra.
+//!    < 20 MiB; anonymous and file-backed apart) against the same agent
+//!    without --dra, and that of the binary the image ships (static musl,
+//!    release) when it is built.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -119,14 +121,21 @@ async fn prepare_latency() {
     );
 }
 
-/// RSS of `pid`, in KiB.
-fn rss(pid: u32) -> u64 {
+/// RSS of `pid` (all, anonymous, file-backed), in KiB.
+fn rss(pid: u32) -> (u64, u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("RssAnon:"), field("RssFile:"))
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
 fn slice_writes(api: &FakeApi) -> usize {
@@ -148,9 +157,22 @@ impl Drop for Agent {
 }
 
 fn start_agent(ns: &str, config: &Path, dir: &Path, dra: bool) -> Agent {
+    start_binary(support::surveyor().as_ref(), ns, config, dir, dra)
+}
+
+/// The binary the image ships, when built: static musl, release.
+fn shipped() -> Option<std::path::PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/x86_64-unknown-linux-musl/release/surveyor");
+    path.exists().then_some(path)
+}
+
+fn start_binary(binary: &Path, ns: &str, config: &Path, dir: &Path, dra: bool) -> Agent {
     let state = dir.join(if dra { "state-dra" } else { "state" });
+    let _ = std::fs::remove_dir_all(&state);
     let mut cmd = std::process::Command::new("ip");
-    cmd.args(["netns", "exec", ns, support::surveyor()])
+    cmd.args(["netns", "exec", ns])
+        .arg(binary)
         .args([
             "agent",
             "--node-name",
@@ -268,6 +290,19 @@ async fn agent_in(ns: String, peer: String, steady: u64) {
     let event_writes = slice_writes(&api) - before;
     drop(agent);
 
+    // The same with the binary the image ships.
+    let mut shipped_rss = None;
+    if let Some(binary) = shipped() {
+        api.delete(SLICES, "node1-surveyor.dev");
+        let agent = start_binary(&binary, &ns, &config, dir.path(), true);
+        until(60, "slice written by the shipped binary", || {
+            interface(&api).is_some()
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        shipped_rss = Some(rss(agent.child.id()));
+    }
+
     println!(
         "\nagent with --dra, {LINKS} veth pairs up and surveyed (LLDP on each), fake API over HTTP:"
     );
@@ -280,8 +315,23 @@ async fn agent_in(ns: String, peer: String, steady: u64) {
         ms(median(&moves))
     );
     println!(
-        "  RSS {:.1} MiB with --dra (target < 20 MiB), {:.1} MiB without (baseline)",
-        rss_dra as f64 / 1024.0,
-        rss_plain as f64 / 1024.0
+        "  RSS {} with --dra (target < 20 MiB; anonymous {}, file-backed {}), {} without (baseline; anonymous {}, file-backed {})",
+        mib(rss_dra.0),
+        mib(rss_dra.1),
+        mib(rss_dra.2),
+        mib(rss_plain.0),
+        mib(rss_plain.1),
+        mib(rss_plain.2)
     );
+    match shipped_rss {
+        Some(r) => println!(
+            "  RSS of the shipped binary (static musl) with --dra: {} (anonymous {}, file-backed {})",
+            mib(r.0),
+            mib(r.1),
+            mib(r.2)
+        ),
+        None => println!(
+            "  (the shipped binary is not built: cargo build --release --target x86_64-unknown-linux-musl)"
+        ),
+    }
 }

@@ -22,6 +22,7 @@ pub mod dra;
 pub mod inventory;
 pub mod kubelet;
 pub mod lldp;
+pub mod memory;
 pub mod network_map;
 pub mod node;
 pub mod report;

@@ -76,6 +76,7 @@ pub struct AgentArgs {
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    crate::memory::keep_small();
     // Bad DRA settings are refused before anything starts.
     slice_options(&args)?;
     let node = node_name(
