@@ -85,9 +85,14 @@ fn main() {
     .to_string();
     let direct = json!({"cniVersion": "1.0.0", "name": "green", "type": "macvlan", "master": "sv-a", "mode": "bridge", "ipam": ipam})
     .to_string();
+    // Multus's DRA path: the allocation's device, and a record for the
+    // claim's network data.
+    let via_dra = json!({"cniVersion": "1.0.0", "name": "green", "type": "surveyor", "network": "green", "mode": "bridge",
+        "deviceID": "sv-a", "ipam": ipam})
+    .to_string();
     let netns = format!("/run/netns/{}", pod.name);
     let noop_path = noop.to_str().unwrap().to_string();
-    let (real, own, execs, host_execs) = node.block_on(move || async move {
+    let (real, own, dra, execs, host_execs) = node.block_on(move || async move {
         let surveyor = || plugin.as_str();
         let exec = |binary: &str, command: &str, conf: &str, path: &str| {
             let mut cmd = Command::new(binary);
@@ -96,7 +101,11 @@ fn main() {
                 .env("CNI_CONTAINERID", "bench")
                 .env("CNI_NETNS", &netns)
                 .env("CNI_IFNAME", "net1")
-                .env("CNI_PATH", path);
+                .env("CNI_PATH", path)
+                .env(
+                    "CNI_ARGS",
+                    "IgnoreUnknown=1;K8S_POD_NAMESPACE=web;K8S_POD_NAME=db;K8S_POD_UID=u1",
+                );
             let out = support::run_with_stdin(&mut cmd, conf.as_bytes());
             assert!(
                 out.status.success(),
@@ -148,6 +157,11 @@ fn main() {
             &|| cycle("/bin/true", &direct, PLUGINS),
             &mut gap,
         );
+        let dra = run(
+            &|| cycle(surveyor(), &via_dra, &noop_path),
+            &|| cycle(surveyor(), &via, &noop_path),
+            &mut gap,
+        );
         let once = |binary: &str| {
             let t = Instant::now();
             exec(binary, "VERSION", "{\"cniVersion\":\"1.0.0\"}", PLUGINS);
@@ -155,7 +169,7 @@ fn main() {
         };
         let execs = run(&|| once(surveyor()), &|| once("/bin/true"), &mut gap);
         let host_execs = run(&|| once(&host_build), &|| once("/bin/true"), &mut gap);
-        (real, own, execs, host_execs)
+        (real, own, dra, execs, host_execs)
     });
     let line = |label: &str, s: &[Duration]| {
         println!(
@@ -188,6 +202,14 @@ fn main() {
         "  surveyor adds {} per ADD+DEL cycle: {:.1}% of the median macvlan cycle above",
         ms(cost),
         100.0 * cost.as_secs_f64() / d.as_secs_f64()
+    );
+    let (with, without) = dra;
+    println!("\nthe DRA path (deviceID), /bin/true as the delegate:");
+    line("without deviceID (baseline)", &without);
+    line("with deviceID", &with);
+    println!(
+        "  the check and the attachment record add {} per ADD+DEL cycle",
+        ms(median(&with).saturating_sub(median(&without)))
     );
     let (with, without) = execs;
     println!("\none exec (CNI_COMMAND=VERSION), {CYCLES} interleaved:");
