@@ -150,6 +150,48 @@ fn the_slice_holds_one_shared_device_per_resolved_network_then_silence() {
     });
 }
 
+/// Drift: a slice deleted by hand is made again, one edited by hand is
+/// put back with the pool's next generation, each with one write; the
+/// echo of the agent's own write brings no other.
+#[test]
+fn a_slice_deleted_or_edited_by_hand_is_put_back() {
+    let api = FakeApi::with(vec![map("green", "sv-a")], json!({}));
+    with_agent_opts("dra-drift", api, dra(), |run| async move {
+        run.until(10, "slice written", |r| !devices(&r.api).is_empty())
+            .await;
+        let written = run.api.get(SLICES, SLICE).unwrap();
+        let before = stored_writes(&run.api).len();
+        run.api.delete(SLICES, SLICE);
+        run.until(10, "made again", |r| r.api.get(SLICES, SLICE).is_some())
+            .await;
+        assert_eq!(stored_writes(&run.api).len(), before + 1);
+        assert_eq!(
+            devices(&run.api),
+            written["spec"]["devices"].as_array().unwrap().clone()
+        );
+
+        let mut edited = run.api.get(SLICES, SLICE).unwrap();
+        let generation = edited["spec"]["pool"]["generation"].as_i64().unwrap();
+        edited["spec"]["devices"][0]["attributes"]["interface"]["string"] = json!("ens99");
+        run.api.put(SLICES, edited);
+        run.until(10, "put back", |r| {
+            devices(&r.api)
+                .first()
+                .is_some_and(|d| d["attributes"]["interface"]["string"] == "sv-a")
+        })
+        .await;
+        assert_eq!(stored_writes(&run.api).len(), before + 2);
+        assert_eq!(
+            run.api.get(SLICES, SLICE).unwrap()["spec"]["pool"]["generation"],
+            generation + 1
+        );
+        // Quiet after: the echoes of its own writes change nothing.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(stored_writes(&run.api).len(), before + 2);
+        support::fake_api::assert_declared(&run.api);
+    });
+}
+
 #[test]
 fn a_resolution_change_is_one_write_with_the_next_generation_and_none_resolved_deletes() {
     let api = FakeApi::with(vec![map("green", "sv-a")], json!({}));

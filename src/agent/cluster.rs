@@ -36,12 +36,12 @@ pub const API_REQUESTS: &[(&str, &str, &[&str])] = &[
     // controller writes Node labels).
     ("", "nodes", &["get", "list", "watch"]),
     // With --dra: its node's ResourceSlice, read at start, applied (a
-    // dry run first, to learn whether devices can be shared) and deleted
-    // when no network resolves.
+    // dry run first, to learn whether devices can be shared), deleted
+    // when no network resolves, and watched so that drift is put right.
     (
         "resource.k8s.io",
         "resourceslices",
-        &["get", "create", "patch", "delete"],
+        &["get", "list", "watch", "create", "patch", "delete"],
     ),
     // With --dra, the kubelet plugin reads the claims it prepares, and
     // shows their pods' interfaces on their status (networkData).

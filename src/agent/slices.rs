@@ -7,7 +7,9 @@
 //! the Node (so it goes with a deleted Node), only when the devices
 //! change: each change bumps the pool's generation, as the API asks of a
 //! pool's writer; at steady state and across an unchanged restart nothing
-//! is written. No resolved network: the slice is deleted.
+//! is written. No resolved network: the slice is deleted. The slice is
+//! watched, so one deleted or edited by hand is put back (paced like any
+//! write); the echo of our own write changes nothing.
 //!
 //! Whether the cluster keeps `allowMultipleAllocations` (the
 //! `DRAConsumableCapacity` gate) is asked once at start with a dry-run
@@ -18,10 +20,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use k8s_openapi::api::resource::v1::{Device, ResourcePool, ResourceSlice, ResourceSliceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::WatchStreamExt as _;
+use kube::runtime::watcher::{self, Event};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -72,6 +77,7 @@ pub fn spawn_slices(
         mode,
         sharing: None,
         there: None,
+        written: None,
         left_out: Vec::new(),
     };
     tokio::spawn(task.run(desired, pace))
@@ -104,6 +110,9 @@ struct Slices {
     sharing: Option<Sharing>,
     /// `None`: not looked yet; `Some(None)`: no slice.
     there: Option<Option<There>>,
+    /// The resource version our last write returned: watch events older
+    /// than it are echoes of earlier states.
+    written: Option<u64>,
     left_out: Vec<String>,
 }
 
@@ -113,8 +122,37 @@ impl Slices {
         let mut due: Option<Instant> = None;
         let mut last: Option<Instant> = None;
         let mut failures = 0u32;
+        let config = watcher::Config::default().fields(&format!("metadata.name={}", self.name));
+        let mut events = watcher::watcher(self.api.clone(), config)
+            .default_backoff()
+            .boxed();
+        let mut listed: Option<Option<ResourceSlice>> = None;
         loop {
             tokio::select! {
+                event = events.next() => {
+                    let seen = match event {
+                        Some(Ok(Event::Init)) => {
+                            listed = Some(None);
+                            continue;
+                        }
+                        Some(Ok(Event::InitApply(obj))) => {
+                            listed = Some(Some(obj));
+                            continue;
+                        }
+                        Some(Ok(Event::InitDone)) => listed.take().unwrap_or_default(),
+                        Some(Ok(Event::Apply(obj))) => Some(obj),
+                        Some(Ok(Event::Delete(_))) => None,
+                        Some(Err(e)) => {
+                            tracing::debug!("ResourceSlice watch: {e}");
+                            continue;
+                        }
+                        None => continue,
+                    };
+                    if self.observe(seen.as_ref()) && want.is_some() {
+                        let earliest = last.map_or_else(Instant::now, |at| at + pace.interval);
+                        due.get_or_insert(earliest);
+                    }
+                }
                 changed = desired.changed() => {
                     if changed.is_err() {
                         return; // the agent stopped
@@ -153,6 +191,31 @@ impl Slices {
                 }
             }
         }
+    }
+
+    /// Takes in what the watch says is there (`None`: no slice); true when
+    /// that differs from what this agent knew, so the slice is looked at
+    /// again.
+    fn observe(&mut self, seen: Option<&ResourceSlice>) -> bool {
+        let version =
+            |s: &ResourceSlice| s.metadata.resource_version.as_deref()?.parse::<u64>().ok();
+        if let (Some(obj), Some(ours)) = (seen, self.written) {
+            if version(obj).is_some_and(|v| v < ours) {
+                return false;
+            }
+        }
+        let now = Some(seen.map(there_of));
+        if self.there.is_none() || self.there == now {
+            // Not looked yet (the first sync reads it), or as known.
+            return false;
+        }
+        tracing::info!(
+            "ResourceSlice {} {} by someone else; putting it back",
+            self.name,
+            if seen.is_some() { "changed" } else { "deleted" }
+        );
+        self.there = now;
+        true
     }
 
     /// Puts the slice the status calls for in place; true when it wrote.
@@ -208,6 +271,11 @@ impl Slices {
             .await?;
         self.count("slice");
         self.there = Some(Some(there_of(&made)));
+        self.written = made
+            .metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse().ok());
         Ok(true)
     }
 
