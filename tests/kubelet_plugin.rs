@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::controller::until;
 use support::fake_api::{CLAIMS, FakeApi, Recorded, assert_declared};
 use support::kubelet::{call, dial};
 use surveyor::kubelet::proto::{
@@ -396,19 +397,6 @@ fn status_writes(api: &FakeApi) -> Vec<Recorded> {
     api.writes_to("/status")
 }
 
-/// Waits until the fake API has seen `n` status writes.
-async fn until_status_writes(api: &FakeApi, n: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while status_writes(api).len() < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{n} status write(s) expected: {:#?}",
-            status_writes(api)
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// KEP-4817: once the pod's interface exists, the claim's status shows it
 /// (name, MAC, IPs) under our device, next to the scheduler's allocation;
 /// written once, not again after an agent restart, again when a new
@@ -425,7 +413,10 @@ async fn the_pod_interface_is_shown_on_its_claim_once_it_exists() {
     assert_eq!(node.recorded()["uid-1"]["pods"], json!(["pod-1"]));
 
     attach(&node, "c1", "0a:58:c0:00:02:05");
-    until_status_writes(&api, 1).await;
+    until(10, "a status write", &api, || {
+        !status_writes(&api).is_empty()
+    })
+    .await;
     let w = &status_writes(&api)[0];
     assert_eq!(w.method, "PATCH");
     assert_eq!(w.path, format!("{CLAIMS}/db-green/status"));
@@ -479,34 +470,20 @@ async fn the_pod_interface_is_shown_on_its_claim_once_it_exists() {
     )
     .unwrap();
     attach(&node, "c2", "0a:58:c0:00:02:99");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !api
-        .requests
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|r| r.path.ends_with("/status") && r.body.to_string().contains(":99"))
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no attempt while down"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until(10, "an attempt while down", &api, || {
+        api.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.path.ends_with("/status") && r.body.to_string().contains(":99"))
+    })
+    .await;
     api.down.store(false, std::sync::atomic::Ordering::SeqCst);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    until(10, "retried once the API is back", &api, || {
         let stored = api.get(CLAIMS, "db-green").unwrap();
-        let mac = &stored["status"]["devices"][0]["networkData"]["hardwareAddress"];
-        if mac == "0a:58:c0:00:02:99" {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not retried: {stored}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        stored["status"]["devices"][0]["networkData"]["hardwareAddress"] == "0a:58:c0:00:02:99"
+    })
+    .await;
     // The first data was written once: not again after the restart, nor
     // for the file rewritten the same.
     let first = status_writes(&api)
@@ -542,7 +519,10 @@ async fn a_replaced_claim_is_not_written_and_bad_records_are_skipped() {
     let dir = node.config.state_dir.join(surveyor::attachment::DIR);
     std::fs::write(dir.join("bad:net1.json"), b"{not json").unwrap();
     attach(&node, "c1", "0a:58:c0:00:02:05");
-    until_status_writes(&api, 1).await;
+    until(10, "a status write", &api, || {
+        !status_writes(&api).is_empty()
+    })
+    .await;
     let stored = api.get(CLAIMS, "db-green").unwrap();
     assert!(stored["status"].get("devices").is_none(), "{stored}");
     assert_eq!(
