@@ -65,12 +65,19 @@ async fn prepare_latency() {
         state_dir: state,
         plugins_dir: dir.path().join("plugins"),
         registry_dir: dir.path().join("registry"),
+        registration_grace: Duration::from_secs(60),
     };
     let client = api.serve();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(kubelet::serve(client, config.clone(), async move {
-        let _ = stopped.await;
-    }));
+    let (registration, _registration) = tokio::sync::watch::channel(Default::default());
+    let server = tokio::spawn(kubelet::serve(
+        client,
+        config.clone(),
+        registration,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     while !(config.endpoint().exists() && config.registration().exists()) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

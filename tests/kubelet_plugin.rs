@@ -11,13 +11,14 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::controller::until;
 use support::fake_api::{CLAIMS, FakeApi, Recorded, assert_declared};
-use support::kubelet::{call, dial};
+use support::kubelet::{call, dial, kubelet_py};
 use surveyor::kubelet::proto::{
     self, Claim, InfoRequest, NodePrepareResourcesRequest, NodePrepareResourcesResponse,
     NodeUnprepareResourcesRequest, NodeUnprepareResourcesResponse, PluginInfo, RegistrationStatus,
     RegistrationStatusResponse,
 };
-use surveyor::kubelet::{self, PluginConfig};
+use surveyor::kubelet::{self, PluginConfig, Registration};
+use tokio::sync::watch;
 use tonic::transport::Channel;
 
 /// A node's directories: the state dir with a snapshot, the kubelet's.
@@ -41,6 +42,7 @@ impl Node {
             state_dir: state,
             plugins_dir: dir.path().join("plugins"),
             registry_dir: dir.path().join("plugins_registry"),
+            registration_grace: Duration::from_secs(60),
         };
         let node = Node { _dir: dir, config };
         node.green(Some("sv-a"));
@@ -76,34 +78,51 @@ impl Node {
 struct Plugin {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+    /// What the kubelet has said of the plugin.
+    registration: watch::Receiver<Registration>,
 }
 
 impl Plugin {
     async fn start(api: &FakeApi, node: &Node) -> Plugin {
+        Plugin::start_with(api, node.config.clone()).await
+    }
+
+    async fn start_with(api: &FakeApi, config: PluginConfig) -> Plugin {
         let client = api.serve();
-        let config = node.config.clone();
+        let sockets = [config.endpoint(), config.registration()];
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (tx, registration) = watch::channel(Registration::Registered);
         let task = tokio::spawn(async move {
-            kubelet::serve(client, config, async move {
+            kubelet::serve(client, config, tx, async move {
                 let _ = stopped.await;
             })
             .await
             .unwrap();
         });
-        for path in [node.config.endpoint(), node.config.registration()] {
+        for path in sockets {
             wait_for_socket(&path).await;
         }
         Plugin {
             stop: Some(stop),
             task,
+            registration,
         }
     }
 
-    async fn stop(mut self) {
+    /// Tells it to stop; [`Plugin::stopped`] waits.
+    fn stop_now(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+
+    async fn stopped(self) {
         self.task.await.unwrap();
+    }
+
+    async fn stop(mut self) {
+        self.stop_now();
+        self.stopped().await;
     }
 }
 
@@ -307,9 +326,11 @@ async fn a_file_in_the_socket_s_place_is_not_removed() {
     let endpoint = node.config.endpoint();
     std::fs::create_dir_all(endpoint.parent().unwrap()).unwrap();
     std::fs::write(&endpoint, "not a socket").unwrap();
-    let e = kubelet::serve(FakeApi::default().serve(), node.config.clone(), async {})
-        .await
-        .unwrap_err();
+    let (tx, _rx) = watch::channel(Registration::default());
+    let e = kubelet::serve(FakeApi::default().serve(), node.config.clone(), tx, async {
+    })
+    .await
+    .unwrap_err();
     assert!(e.to_string().contains("is not a socket"), "{e}");
     assert_eq!(std::fs::read_to_string(&endpoint).unwrap(), "not a socket");
 }
@@ -536,4 +557,345 @@ async fn a_replaced_claim_is_not_written_and_bad_records_are_skipped() {
     assert_eq!(answer.claims["uid-1"].error, "");
     plugin.stop().await;
     assert_eq!(status_writes(&api).len(), 1);
+}
+
+/// [`kubelet_py`] off the runtime's thread (the plugin serves on it).
+async fn grpcio(args: &[&str]) -> (i32, Value) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        kubelet_py(&args)
+    })
+    .await
+    .unwrap()
+}
+
+/// What the kubelet does: the registration socket dialled with its path as
+/// :authority (raw, and percent-encoded as grpc-go sends it), and with
+/// grpcio's default, localhost and an empty one; GetInfo answered and
+/// NotifyRegistrationStatus taken each time. Then the DRA service on a
+/// `unix:` target, v1 and v1beta1, prepared and unprepared, also with the
+/// path as :authority.
+#[tokio::test]
+async fn grpcio_as_the_kubelet_registers_and_prepares_whatever_the_authority() {
+    let node = Node::new();
+    let api = FakeApi::default();
+    api.put(CLAIMS, allocated("db-green", "uid-1", "green"));
+    api.put(CLAIMS, allocated("web-green", "uid-2", "green"));
+    let plugin = Plugin::start(&api, &node).await;
+    let registration = node.config.registration();
+    let registration = registration.to_str().unwrap();
+    let endpoint = node.config.endpoint();
+    let endpoint = endpoint.to_str().unwrap();
+
+    for authority in ["path", "percent", "default", "localhost", "empty"] {
+        let (code, out) = grpcio(&["register", registration, "--authority", authority]).await;
+        assert_eq!(code, 0, "GetInfo with authority {authority}: {out}");
+        assert_eq!(
+            out["info"],
+            json!({"type": "DRAPlugin", "name": "surveyor.dev", "endpoint": endpoint,
+                "supported_versions": ["v1.DRAPlugin", "v1beta1.DRAPlugin"]}),
+            "authority {authority}"
+        );
+    }
+
+    for (api_version, authority, name, uid) in [
+        ("v1", "default", "db-green", "uid-1"),
+        ("v1beta1", "percent", "web-green", "uid-2"),
+    ] {
+        let claim = format!("web/{name}/{uid}");
+        let args = [
+            "--api",
+            api_version,
+            "--authority",
+            authority,
+            "--claim",
+            &claim,
+        ];
+        let (code, out) = grpcio(&[&["prepare", endpoint][..], &args].concat()).await;
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(
+            out,
+            json!({"claims": {uid: {"devices": [{"request_names": ["net"],
+                "pool_name": "node1", "device_name": "green"}]}}}),
+            "{api_version}"
+        );
+        assert_eq!(node.recorded()[uid]["devices"][0]["interface"], "sv-a");
+        let (code, out) = grpcio(&[&["unprepare", endpoint][..], &args].concat()).await;
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(out, json!({"claims": {uid: {}}}), "{api_version}");
+        assert!(node.recorded().get(uid).is_none(), "{}", node.recorded());
+    }
+    plugin.stop().await;
+}
+
+/// Stopping, as in every rollout: the registration socket goes first (the
+/// kubelet deregisters the plugin), a prepare in flight still gets its
+/// answer while a new connection is refused, then the DRA socket goes and
+/// nothing is left. A stale socket from a crash is replaced at the next
+/// start.
+#[tokio::test]
+async fn stopping_removes_registration_first_finishes_prepares_then_the_dra_socket() {
+    let node = Node::new();
+    let api = FakeApi::default();
+    api.put(CLAIMS, allocated("db-green", "uid-1", "green"));
+    let (endpoint, registration) = (node.config.endpoint(), node.config.registration());
+    let mut plugin = Plugin::start(&api, &node).await;
+    let dra = dial(endpoint.clone()).await;
+    api.hold_reads.send_replace(true);
+    let in_flight = tokio::spawn(async move {
+        prepare(&dra, proto::DRA_V1, vec![claim("db-green", "uid-1")]).await
+    });
+    until(10, "the claim read", &api, || {
+        api.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.path == format!("{CLAIMS}/db-green"))
+    })
+    .await;
+
+    plugin.stop_now();
+    wait_gone(&registration).await;
+    assert!(
+        endpoint.exists(),
+        "the DRA socket went before the prepare in flight was done"
+    );
+    assert!(!in_flight.is_finished());
+    let refused = tokio::net::UnixStream::connect(&endpoint).await;
+    assert_eq!(
+        refused.map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "a new connection while stopping"
+    );
+    api.hold_reads.send_replace(false);
+    let answer = in_flight.await.unwrap();
+    assert_eq!(answer.claims["uid-1"].error, "");
+    assert_eq!(answer.claims["uid-1"].devices.len(), 1);
+    plugin.stopped().await;
+    assert!(!endpoint.exists() && !registration.exists());
+    assert_eq!(node.recorded()["uid-1"]["devices"][0]["device"], "green");
+
+    // A crash leaves both sockets: the next start replaces them.
+    for path in [&endpoint, &registration] {
+        std::os::unix::net::UnixListener::bind(path).unwrap();
+    }
+    let plugin = Plugin::start(&api, &node).await;
+    let (code, out) = grpcio(&[
+        "register",
+        registration.to_str().unwrap(),
+        "--authority",
+        "percent",
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}");
+    plugin.stop().await;
+    assert!(!endpoint.exists() && !registration.exists());
+}
+
+async fn wait_gone(path: &Path) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while path.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} is still there",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The kubelet's say is not silent: what the kubelet tells the plugin is
+/// tracked (GetInfo, then registered or refused; nothing within the grace
+/// period is reported too).
+#[tokio::test]
+async fn the_plugin_tracks_what_the_kubelet_said() {
+    let node = Node::new();
+    let api = FakeApi::default();
+    let mut config = node.config.clone();
+    config.registration_grace = Duration::from_millis(300);
+    let mut plugin = Plugin::start_with(&api, config).await;
+    let registration = node.config.registration();
+    let socket = registration.to_str().unwrap();
+    let silent = wait_registration(&mut plugin, |r| matches!(r, Registration::Silent { .. })).await;
+    assert_eq!(
+        silent,
+        Registration::Silent {
+            asked: false,
+            socket: socket.into(),
+            grace: Duration::from_millis(300)
+        }
+    );
+    let (code, out) = grpcio(&[
+        "register",
+        socket,
+        "--authority",
+        "path",
+        "--refuse",
+        "no version fits",
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        *plugin.registration.borrow(),
+        Registration::Refused("no version fits".into())
+    );
+    let (code, out) = grpcio(&["register", socket, "--authority", "percent"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(*plugin.registration.borrow(), Registration::Registered);
+    plugin.stop().await;
+}
+
+async fn wait_registration(
+    plugin: &mut Plugin,
+    want: impl Fn(&Registration) -> bool,
+) -> Registration {
+    tokio::time::timeout(Duration::from_secs(5), plugin.registration.wait_for(want))
+        .await
+        .expect("the registration state within 5 s")
+        .expect("the plugin is running")
+        .clone()
+}
+
+/// The agent as the DaemonSet runs it (`--dra`, with /readyz), against the
+/// fake API over HTTP: while no kubelet registers the plugin it says so
+/// (KubeletPlugin condition, metric, log, /readyz) once the grace period
+/// is over; once grpcio registers it as the kubelet does, it is ready.
+/// SIGTERM leaves no socket, and a restart that the kubelet registers
+/// again writes nothing to the API.
+#[test]
+fn the_agent_says_whether_the_kubelet_registered_it_and_leaves_no_socket() {
+    use support::fake_api::{MAPS, NODES, kubeconfig, map, node};
+    let ns = support::Netns::new("kubelet-agent");
+    let peer = support::Netns::new("kubelet-agent-p");
+    support::cable(&ns, "sv-a", &peer, "p0");
+    let dir = tempfile::tempdir().unwrap();
+    let dirs = dir.path().to_path_buf();
+    let name = ns.name.clone();
+    ns.block_on(move || async move {
+        let api = FakeApi::default();
+        api.put(NODES, node("node1", json!({})));
+        api.put(MAPS, map("green", "sv-a"));
+        let addr = api.serve_http().await;
+        let config = dirs.join("kubeconfig");
+        std::fs::write(&config, kubeconfig(addr)).unwrap();
+        // The agent's API keeps serving on this thread meanwhile.
+        tokio::task::spawn_blocking(move || agent_and_kubelet(&name, &api, &config, &dirs))
+            .await
+            .unwrap();
+    });
+}
+
+/// The KubeletPlugin condition of node1's NodeSurvey.
+fn kubelet_condition(api: &FakeApi) -> Option<Value> {
+    api.get(support::fake_api::SURVEYS, "node1").and_then(|s| {
+        s["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "KubeletPlugin")
+            .cloned()
+    })
+}
+
+fn wait_until(agent: &support::AgentProcess, what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 15 s\nagent log:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn agent_and_kubelet(ns: &str, api: &FakeApi, config: &Path, dir: &Path) {
+    use support::{AgentProcess, free_port, http_get};
+    let ns = support::Netns::existing(ns);
+    let port = free_port();
+    let (plugins, registry) = (dir.join("plugins"), dir.join("registry"));
+    let listen = format!("127.0.0.1:{port}");
+    let args = [
+        "--include",
+        "sv-*",
+        "--no-lldp",
+        "--dra",
+        "--listen",
+        &listen,
+        "--kubelet-plugins-dir",
+        plugins.to_str().unwrap(),
+        "--kubelet-registry-dir",
+        registry.to_str().unwrap(),
+        "--kubelet-registration-grace",
+        "2s",
+    ];
+    let mut agent = AgentProcess::start_cluster(&ns, config, &args);
+    let endpoint = plugins.join("surveyor.dev/dra.sock");
+    let socket = registry.join("surveyor.dev-reg.sock");
+    let socket_str = socket.to_str().unwrap();
+    wait_until(&agent, "NotRegistered in the NodeSurvey", || {
+        kubelet_condition(api).is_some_and(|c| c["reason"] == "NotRegistered")
+    });
+    let c = kubelet_condition(api).unwrap();
+    assert_eq!(c["status"], "False");
+    let message = c["message"].as_str().unwrap();
+    assert!(message.contains(socket_str), "{message}");
+    assert!(message.contains("--kubelet-registry-dir"), "{message}");
+    let (code, body) = http_get(port, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("has not registered the DRA plugin"), "{body}");
+    let (_, metrics) = http_get(port, "/metrics");
+    assert!(
+        metrics.contains("surveyor_kubelet_plugin_registered 0"),
+        "{metrics}"
+    );
+    assert!(
+        agent
+            .log()
+            .contains("has not asked for DRA driver surveyor.dev's info"),
+        "{}",
+        agent.log()
+    );
+
+    // The kubelet, as it dials: the path, percent-encoded, as :authority.
+    let (code, out) = kubelet_py(&["register", socket_str, "--authority", "percent"]);
+    assert_eq!(code, 0, "{out}");
+    wait_until(&agent, "Registered in the NodeSurvey", || {
+        kubelet_condition(api).is_some_and(|c| c["status"] == "True" && c["reason"] == "Registered")
+    });
+    let registered = kubelet_condition(api).unwrap();
+    assert_eq!(http_get(port, "/readyz").0, 200);
+    assert!(
+        http_get(port, "/metrics")
+            .1
+            .contains("surveyor_kubelet_plugin_registered 1")
+    );
+
+    // A rollout: SIGTERM, no socket left; the next agent, registered
+    // again, changes nothing in the API.
+    let status = agent.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "{status:?}\n{}", agent.log());
+    assert!(
+        !socket.exists() && !endpoint.exists(),
+        "sockets left behind:\n{}",
+        agent.log()
+    );
+    let before = api.writes().len();
+    agent.restart();
+    wait_until(&agent, "the sockets again", || {
+        socket.exists() && endpoint.exists()
+    });
+    let (code, out) = kubelet_py(&["register", socket_str, "--authority", "path"]);
+    assert_eq!(code, 0, "{out}");
+    wait_until(&agent, "ready again", || http_get(port, "/readyz").0 == 200);
+    // The writer paces writes 1 s apart: give one time to show.
+    std::thread::sleep(Duration::from_millis(2500));
+    // (The slice task's dry run, which stores nothing, aside.)
+    let after: Vec<Recorded> = api.writes()[before..]
+        .iter()
+        .filter(|r| !r.query.contains_key("dryRun"))
+        .cloned()
+        .collect();
+    assert!(after.is_empty(), "{after:#?}");
+    assert_eq!(kubelet_condition(api).unwrap(), registered);
 }

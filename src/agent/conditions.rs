@@ -1,12 +1,15 @@
-//! NodeSurvey conditions: Ready, LLDPActive, Degraded, and DeviceSharing
-//! when the ResourceSlice is published (DRA). Pure; a condition's
+//! NodeSurvey conditions: Ready, LLDPActive, Degraded, and with DRA
+//! DeviceSharing (how the ResourceSlice offers devices) and KubeletPlugin
+//! (whether the kubelet registered the plugin). Pure; a condition's
 //! lastTransitionTime moves only when its status or reason does, so an
 //! unchanged node keeps an unchanged status.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::condition::condition;
+use crate::dra::DRIVER;
 pub use crate::dra::Sharing;
+use crate::kubelet::Registration;
 
 /// Where the maps in force came from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -39,6 +42,8 @@ pub struct Facts {
     /// Networks selecting this node that have no device here.
     pub unresolved: Vec<String>,
     pub dra: Dra,
+    /// What the kubelet says of the DRA plugin (with DRA).
+    pub kubelet: Option<Registration>,
 }
 
 /// Whether the node's networks are published for DRA, and how.
@@ -143,11 +148,14 @@ pub fn conditions(previous: &[Condition], facts: &Facts, now: &Time) -> Vec<Cond
             ),
         )),
     };
+    let kubelet = facts.kubelet.as_ref().and_then(kubelet_plugin);
+    let kubelet_said = kubelet.is_some();
     let mut out: Vec<Condition> = [
         ("Ready", Some(ready)),
         ("LLDPActive", Some(lldp)),
         ("Degraded", Some(degraded)),
         (DEVICE_SHARING, sharing),
+        (KUBELET_PLUGIN, kubelet),
     ]
     .into_iter()
     .filter_map(|(kind, c)| Some((kind, c?)))
@@ -158,10 +166,71 @@ pub fn conditions(previous: &[Condition], facts: &Facts, now: &Time) -> Vec<Cond
     if facts.dra == Dra::Asking {
         out.extend(previous.iter().find(|c| c.type_ == DEVICE_SHARING).cloned());
     }
+    if facts.kubelet.is_some() && !kubelet_said {
+        // Until the kubelet has had its say (after a restart, within a
+        // second), the condition the last run left stands.
+        let last = previous.iter().find(|c| c.type_ == KUBELET_PLUGIN).cloned();
+        out.push(last.unwrap_or_else(|| {
+            condition(
+                previous,
+                KUBELET_PLUGIN,
+                (
+                    "Unknown",
+                    "Waiting",
+                    format!("waiting for the kubelet to register DRA driver {DRIVER}"),
+                ),
+                now,
+            )
+        }));
+    }
     out
 }
 
+/// The `KubeletPlugin` condition, once the kubelet has had its say.
+fn kubelet_plugin(registration: &Registration) -> Option<(&'static str, &'static str, String)> {
+    Some(match registration {
+        Registration::Waiting | Registration::Asked => return None,
+        Registration::Registered => (
+            "True",
+            "Registered",
+            format!(
+                "the kubelet registered DRA driver {DRIVER}: it prepares claims of its devices on this node"
+            ),
+        ),
+        Registration::Refused(why) => (
+            "False",
+            "Refused",
+            format!("the kubelet refused DRA driver {DRIVER}: {why}"),
+        ),
+        Registration::Silent {
+            asked: false,
+            socket,
+            grace,
+        } => (
+            "False",
+            "NotRegistered",
+            format!(
+                "the kubelet has not asked for the plugin's info on {socket} within {}s, so claims of {DRIVER} devices cannot be prepared here: is --kubelet-registry-dir the kubelet's plugins_registry (under its --root-dir), and is the kubelet 1.34+? Its log says why (RegisterPlugin)",
+                grace.as_secs()
+            ),
+        ),
+        Registration::Silent {
+            asked: true,
+            socket,
+            grace,
+        } => (
+            "False",
+            "NotConfirmed",
+            format!(
+                "the kubelet read the plugin's info on {socket} but has not said within {}s whether it registered it; its log says why (RegisterPlugin)",
+                grace.as_secs()
+            ),
+        ),
+    })
+}
+
 const DEVICE_SHARING: &str = "DeviceSharing";
+const KUBELET_PLUGIN: &str = "KubeletPlugin";
 
 #[cfg(test)]
 mod tests {
@@ -286,5 +355,64 @@ mod tests {
         );
         let dropped = conditions(&on, &Facts::default(), &later);
         assert!(!kinds(&dropped).contains(&DEVICE_SHARING.to_string()));
+    }
+
+    #[test]
+    fn kubelet_plugin_says_what_the_kubelet_said_and_a_restart_keeps_it() {
+        let with = |r: Registration| Facts {
+            kubelet: Some(r),
+            ..Facts::default()
+        };
+        let without = conditions(&[], &Facts::default(), &at(100));
+        assert!(without.iter().all(|c| c.type_ != KUBELET_PLUGIN));
+        let waiting = conditions(&[], &with(Registration::Waiting), &at(100));
+        let c = find(&waiting, KUBELET_PLUGIN);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("Unknown", "Waiting")
+        );
+        let registered = conditions(&waiting, &with(Registration::Registered), &at(200));
+        let c = find(&registered, KUBELET_PLUGIN);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "Registered")
+        );
+        assert_eq!(c.last_transition_time, at(200));
+        // A restart: waiting for the kubelet again keeps the last word.
+        let restarted = conditions(&registered, &with(Registration::Asked), &at(300));
+        assert_eq!(find(&restarted, KUBELET_PLUGIN), c);
+        let silent = Registration::Silent {
+            asked: false,
+            socket: "/var/lib/kubelet/plugins_registry/surveyor.dev-reg.sock".into(),
+            grace: std::time::Duration::from_secs(60),
+        };
+        let c = conditions(&[], &with(silent), &at(400));
+        let c = find(&c, KUBELET_PLUGIN);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "NotRegistered")
+        );
+        assert!(
+            c.message.contains("surveyor.dev-reg.sock within 60s"),
+            "{}",
+            c.message
+        );
+        let asked = Registration::Silent {
+            asked: true,
+            socket: "/r.sock".into(),
+            grace: std::time::Duration::from_secs(60),
+        };
+        assert_eq!(
+            find(&conditions(&[], &with(asked), &at(400)), KUBELET_PLUGIN).reason,
+            "NotConfirmed"
+        );
+        let refused = conditions(
+            &[],
+            &with(Registration::Refused("no version".into())),
+            &at(500),
+        );
+        let c = find(&refused, KUBELET_PLUGIN);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "Refused"));
+        assert!(c.message.ends_with(": no version"));
     }
 }

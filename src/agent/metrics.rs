@@ -14,6 +14,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::kubelet::Registration;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
     pub state: &'static str,
@@ -45,7 +47,11 @@ pub struct Metrics {
     pub snapshot_writes: Counter,
     pub state_errors: Counter,
     pub dra_left_out: Gauge,
+    pub kubelet_registered: Gauge,
     ready: AtomicBool,
+    /// Why the kubelet has not registered the DRA plugin, once that is
+    /// overdue or refused.
+    kubelet_problem: std::sync::Mutex<Option<String>>,
 }
 
 impl Default for Metrics {
@@ -70,7 +76,9 @@ impl Metrics {
             snapshot_writes: Counter::default(),
             state_errors: Counter::default(),
             dra_left_out: Gauge::default(),
+            kubelet_registered: Gauge::default(),
             ready: AtomicBool::new(false),
+            kubelet_problem: std::sync::Mutex::new(None),
         };
         let r = &mut m.registry;
         r.register("interfaces", "Surveyed interfaces", m.interfaces.clone());
@@ -120,6 +128,11 @@ impl Metrics {
             m.dra_left_out.clone(),
         );
         r.register(
+            "kubelet_plugin_registered",
+            "1 while the kubelet has the DRA plugin registered (--dra), else 0",
+            m.kubelet_registered.clone(),
+        );
+        r.register(
             "snapshot_writes",
             "State dir files written",
             m.snapshot_writes.clone(),
@@ -130,6 +143,32 @@ impl Metrics {
             m.state_errors.clone(),
         );
         m
+    }
+
+    /// What the kubelet says of the DRA plugin: the gauge, and readiness
+    /// once it is overdue or refused.
+    pub fn set_kubelet(&self, registration: &Registration) {
+        self.kubelet_registered
+            .set(i64::from(*registration == Registration::Registered));
+        let problem = (!registration.is_healthy()).then(|| match registration {
+            Registration::Refused(why) => format!("the kubelet refused the DRA plugin: {why}"),
+            _ => "the kubelet has not registered the DRA plugin (see the NodeSurvey's KubeletPlugin condition)".to_string(),
+        });
+        *self
+            .kubelet_problem
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = problem;
+    }
+
+    /// Why the agent is not ready, if it is not.
+    pub fn unready(&self) -> Option<String> {
+        if !self.is_ready() {
+            return Some("no snapshot written yet".into());
+        }
+        self.kubelet_problem
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Ready once the first snapshot is written.
@@ -176,10 +215,9 @@ pub async fn serve(
 }
 
 async fn readyz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    if m.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no snapshot written yet\n")
+    match m.unready() {
+        None => (StatusCode::OK, "ready\n".to_string()),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
 }
 

@@ -35,6 +35,7 @@ use tokio::time::Instant;
 use crate::crd::{NodeSurveyStatus, Summary};
 use crate::discovery::{Discovery, DiscoveryError};
 use crate::inventory::{Change, Interface, neighbor_label};
+use crate::kubelet::Registration;
 use crate::lldp::Lldp;
 use crate::resolve::{self, Resolution};
 use crate::snapshot::{MapList, NodeLabels, Snapshot, read_neighbors};
@@ -116,6 +117,8 @@ pub struct Cluster {
     pub node_wait: Duration,
     /// The slice task's sharing mode, when DRA is on.
     pub sharing: Option<watch::Receiver<Option<Sharing>>>,
+    /// What the kubelet says of the DRA plugin, when DRA is on.
+    pub kubelet: Option<watch::Receiver<Registration>>,
 }
 
 /// What the agent knows and last published.
@@ -140,6 +143,8 @@ pub struct Agent {
     restored: Vec<Condition>,
     /// Whether and how the ResourceSlice offers the networks.
     dra: Dra,
+    /// Whether the kubelet registered the DRA plugin (with DRA).
+    kubelet: Option<Registration>,
     metrics: Arc<Metrics>,
 }
 
@@ -164,6 +169,7 @@ enum Input {
     Publish,
     NodeWait,
     Sharing(Option<Sharing>),
+    Kubelet(Registration),
 }
 
 /// What the loop waits on besides the agent's own sources.
@@ -183,6 +189,7 @@ struct Inputs {
     /// The link subscription failed: when to open it again.
     links_retry: Option<Instant>,
     sharing: Option<watch::Receiver<Option<Sharing>>>,
+    kubelet: Option<watch::Receiver<Registration>>,
 }
 
 impl Agent {
@@ -207,6 +214,7 @@ impl Agent {
             restored: conditions.clone(),
             conditions,
             dra: Dra::Off,
+            kubelet: None,
             metrics,
         };
         if let (Some(lldp), Ok(saved)) = (&mut agent.lldp, read_neighbors(agent.state.path())) {
@@ -301,6 +309,7 @@ impl Agent {
                 .map(|(n, _)| n.clone())
                 .collect(),
             dra: self.dra,
+            kubelet: self.kubelet.clone(),
         };
         let previous: Vec<Condition> = self
             .conditions
@@ -440,6 +449,7 @@ impl Agent {
                     self.dra = sharing.map_or(Dra::Asking, Dra::On);
                     true
                 }
+                Input::Kubelet(registration) => self.on_kubelet(registration),
                 Input::Publish => {
                     inputs.due = None;
                     self.publish_to(&mut inputs);
@@ -476,6 +486,7 @@ impl Agent {
             retry: None,
             links_retry: None,
             sharing: None,
+            kubelet: None,
         };
         let dir = match source {
             Source::Dir(dir) => {
@@ -493,6 +504,10 @@ impl Agent {
                     self.dra = Dra::Asking;
                 }
                 inputs.sharing = c.sharing;
+                if let Some(rx) = &c.kubelet {
+                    self.on_kubelet(rx.borrow().clone());
+                }
+                inputs.kubelet = c.kubelet;
                 inputs.node_wait = Some(Instant::now() + c.node_wait);
                 if c.fallback.is_some() {
                     self.maps_from = MapsFrom::DirUntilApi;
@@ -544,6 +559,7 @@ impl Agent {
             () = sleep_until(publish_at) => Input::Publish,
             () = sleep_until(inputs.node_wait) => Input::NodeWait,
             Some(sharing) = changed(inputs.sharing.as_mut()) => Input::Sharing(sharing),
+            Some(registration) = changed(inputs.kubelet.as_mut()) => Input::Kubelet(registration),
         }
     }
 
@@ -716,6 +732,15 @@ impl Agent {
             }
             changed
         });
+    }
+
+    /// What the kubelet says of the DRA plugin: the metric and readiness
+    /// follow at once; the condition with the next publish.
+    fn on_kubelet(&mut self, registration: Registration) -> bool {
+        self.metrics.set_kubelet(&registration);
+        let changed = self.kubelet.as_ref() != Some(&registration);
+        self.kubelet = Some(registration);
+        changed
     }
 
     fn log_neighbor(&self, ifindex: u32) {

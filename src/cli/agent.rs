@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
+use tokio::sync::watch;
 
 use super::SurveyArgs;
 use crate::agent::cluster;
@@ -15,7 +16,7 @@ use crate::agent::slices::{SliceOptions, spawn_slices};
 use crate::agent::writer::{Pace, spawn_publisher};
 use crate::agent::{Agent, Cluster, Config, Source, parse_labels};
 use crate::dra::{Bandwidth, Policy};
-use crate::kubelet::{self, PluginConfig};
+use crate::kubelet::{self, PluginConfig, Registration};
 use crate::node::node_name;
 use crate::snapshot::DEFAULT_STATE_DIR;
 
@@ -73,6 +74,11 @@ pub struct AgentArgs {
     /// The kubelet's plugin registry, where it finds plugins.
     #[arg(long, value_name = "DIR", default_value = kubelet::DEFAULT_REGISTRY_DIR, requires = "dra")]
     pub kubelet_registry_dir: PathBuf,
+    /// How long the kubelet gets to register the DRA plugin before the
+    /// agent reports it unregistered (condition KubeletPlugin, /readyz).
+    #[arg(long, value_name = "DURATION", default_value = "60s",
+          value_parser = super::parse_duration, requires = "dra")]
+    pub kubelet_registration_grace: std::time::Duration,
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -98,28 +104,58 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {addr}"))?;
             tokio::spawn(metrics::serve(listener, metrics.clone()));
         }
-        let (source, client) = source(&args, &mut config, &metrics).await?;
+        let (registration, registration_rx) = watch::channel(Registration::default());
+        let (source, client) = source(
+            &args,
+            &mut config,
+            &metrics,
+            args.dra.then_some(registration_rx),
+        )
+        .await?;
         let plugin = PluginConfig {
             node: config.node.clone(),
             state_dir: config.state_dir.clone(),
             plugins_dir: args.kubelet_plugins_dir.clone(),
             registry_dir: args.kubelet_registry_dir.clone(),
+            registration_grace: args.kubelet_registration_grace,
         };
         let mut agent = Agent::start(config, metrics)
             .await
             .context("starting the agent")?;
+        // One stop for both: the agent's loop and the kubelet plugin, which
+        // is awaited so that its sockets are gone before the process is.
+        let (stop, stopping) = watch::channel(false);
+        let stop = Arc::new(stop);
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                shutdown().await;
+                stop.send_replace(true);
+            }
+        });
         // Only once this agent holds the state dir: a second one must not
         // take the kubelet's sockets from the first.
-        if let Some(client) = client.filter(|_| args.dra) {
+        let plugin = client.filter(|_| args.dra).map(|client| {
+            let stopping = stopped(stopping.clone());
             tokio::spawn(async move {
-                if let Err(e) = kubelet::serve(client, plugin, shutdown()).await {
+                if let Err(e) = kubelet::serve(client, plugin, registration, stopping).await {
                     tracing::error!("DRA kubelet plugin: {e}");
                 }
-            });
+            })
+        });
+        let result = agent.run(source, stopped(stopping)).await;
+        stop.send_replace(true);
+        if let Some(plugin) = plugin {
+            let _ = plugin.await;
         }
-        agent.run(source, shutdown()).await?;
+        result?;
         anyhow::Ok(())
     })
+}
+
+/// Completes once `stop` says so.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Standalone with `--standalone`, or with `--maps` when there is no
@@ -129,6 +165,7 @@ async fn source(
     args: &AgentArgs,
     config: &mut Config,
     metrics: &Arc<Metrics>,
+    kubelet: Option<watch::Receiver<Registration>>,
 ) -> anyhow::Result<(Source, Option<kube::Client>)> {
     if args.standalone {
         return Ok((standalone(args)?, None));
@@ -182,6 +219,7 @@ async fn source(
             fallback,
             node_wait: crate::agent::NODE_WAIT,
             sharing,
+            kubelet,
         }),
         Some(client),
     ))

@@ -16,6 +16,7 @@ use tonic::server::{Grpc, NamedService, UnaryService};
 
 use super::Handler;
 use super::proto::{self, InfoRequest, PluginInfo, RegistrationStatus, RegistrationStatusResponse};
+use super::registration::Tracker;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -60,7 +61,7 @@ fn unimplemented(path: &str) -> http::Response<Body> {
 #[derive(Clone)]
 pub struct Registration {
     pub info: PluginInfo,
-    pub handler: Arc<Handler>,
+    pub tracker: Arc<Tracker>,
 }
 
 impl NamedService for Registration {
@@ -83,13 +84,14 @@ impl Service<http::Request<Body>> for Registration {
             let method = path.rsplit('/').next().unwrap_or_default();
             Ok(match method {
                 "GetInfo" => {
+                    this.tracker.asked();
                     let info = this.info.clone();
                     unary(req, move |_: InfoRequest| async move { Ok(info) }).await
                 }
                 "NotifyRegistrationStatus" => {
-                    let handler = this.handler.clone();
+                    let tracker = this.tracker.clone();
                     unary(req, move |status: RegistrationStatus| async move {
-                        handler.registered(&status);
+                        tracker.answered(&status);
                         Ok(RegistrationStatusResponse {})
                     })
                     .await

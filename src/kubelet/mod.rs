@@ -13,10 +13,12 @@
 //! allocation names, and records what the pod's interface got; [`report`]
 //! shows that on the claim's status (`networkData`).
 
+pub mod authority;
 pub mod grpc;
 pub mod network_data;
 pub mod prepare;
 pub mod proto;
+pub mod registration;
 mod report;
 
 use std::collections::HashMap;
@@ -29,7 +31,6 @@ use std::time::Duration;
 use k8s_openapi::api::resource::v1::ResourceClaim;
 use kube::{Api, Client};
 use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::atomic::{self, Durability};
 use crate::dra::DRIVER;
@@ -39,6 +40,8 @@ use proto::{
     Claim, Device, NodePrepareResourceResponse, NodePrepareResourcesResponse,
     NodeUnprepareResourceResponse, NodeUnprepareResourcesResponse, PluginInfo,
 };
+pub use registration::Registration;
+use registration::Tracker;
 
 /// The kubelet's directories, as on every node.
 pub const DEFAULT_PLUGINS_DIR: &str = "/var/lib/kubelet/plugins";
@@ -68,6 +71,9 @@ pub struct PluginConfig {
     pub state_dir: PathBuf,
     pub plugins_dir: PathBuf,
     pub registry_dir: PathBuf,
+    /// How long the kubelet gets to register the plugin before its
+    /// silence is reported ([`registration::DEFAULT_GRACE`]).
+    pub registration_grace: Duration,
 }
 
 impl PluginConfig {
@@ -111,14 +117,6 @@ impl Handler {
             prepared: Mutex::new(prepared),
             changed: tokio::sync::Notify::new(),
         })
-    }
-
-    fn registered(&self, status: &proto::RegistrationStatus) {
-        if status.plugin_registered {
-            tracing::info!("the kubelet registered DRA driver {DRIVER}");
-        } else {
-            tracing::error!("the kubelet refused DRA driver {DRIVER}: {}", status.error);
-        }
     }
 
     /// Prepares each claim; a failure is that claim's error, never the
@@ -240,56 +238,129 @@ fn devices(prepared: &PreparedClaim) -> Vec<Device> {
         .collect()
 }
 
-/// Serves the kubelet until `shutdown`, then removes both sockets (the
-/// kubelet deregisters a plugin whose socket is gone).
+/// How long in-flight calls get to finish once the agent stops: a
+/// prepare's API read is bounded by [`CLAIM_TIMEOUT`].
+const DRAIN: Duration = Duration::from_secs(12);
+
+/// Serves the kubelet until `shutdown`, with what the kubelet says of the
+/// plugin in `registration`. Then, in this order: the registration socket
+/// goes (the kubelet deregisters a plugin whose socket is gone, and dials
+/// it no more), calls in flight finish while new ones are refused (the
+/// kubelet retries them with the next agent), and the DRA socket goes.
 pub async fn serve(
     client: Client,
     config: PluginConfig,
+    registration: tokio::sync::watch::Sender<Registration>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), PluginError> {
     let handler = Arc::new(Handler::new(client, config.clone())?);
     let endpoint = config.endpoint();
-    let registration = config.registration();
+    let socket = config.registration();
+    // The DRA socket first: the kubelet dials it as soon as it registers.
     let dra = listen(&endpoint)?;
-    let reg = listen(&registration)?;
+    let reg = listen(&socket)?;
     let info = PluginInfo {
         r#type: proto::PLUGIN_TYPE.into(),
         name: DRIVER.into(),
         endpoint: endpoint.to_string_lossy().into_owned(),
         supported_versions: proto::SUPPORTED_VERSIONS.map(str::to_string).to_vec(),
     };
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let reporter = tokio::spawn(report::run(handler.clone(), stopped.clone()));
-    let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let dra_server = tonic::transport::Server::builder()
-        .add_service(grpc::Dra::<grpc::V1>::new(handler.clone()))
-        .add_service(grpc::Dra::<grpc::V1beta1>::new(handler.clone()))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(dra), until(stopped.clone()));
-    let reg_server = tonic::transport::Server::builder()
-        .add_service(grpc::Registration { info, handler })
-        .serve_with_incoming_shutdown(UnixListenerStream::new(reg), until(stopped));
+    let tracker = Arc::new(Tracker::new(
+        registration,
+        socket.to_string_lossy().into_owned(),
+    ));
+    let (stop_dra, dra_stopped) = tokio::sync::watch::channel(false);
+    let (stop_reg, reg_stopped) = tokio::sync::watch::channel(false);
+    let reporter = tokio::spawn(report::run(handler.clone(), dra_stopped.clone()));
+    // The servers stop when their incoming connections end (at `stop_*`),
+    // then finish the calls in flight; a signal that never fires is what
+    // makes tonic's stop graceful.
+    let graceful = std::future::pending::<()>;
+    let mut dra_server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(grpc::Dra::<grpc::V1>::new(handler.clone()))
+            .add_service(grpc::Dra::<grpc::V1beta1>::new(handler.clone()))
+            .serve_with_incoming_shutdown(incoming(dra, dra_stopped), graceful()),
+    );
+    let mut reg_server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(grpc::Registration {
+                info,
+                tracker: tracker.clone(),
+            })
+            .serve_with_incoming_shutdown(incoming(reg, reg_stopped), graceful()),
+    );
+    let overdue = tokio::spawn({
+        let tracker = tracker.clone();
+        let grace = config.registration_grace;
+        async move {
+            tokio::time::sleep(grace).await;
+            tracker.overdue(grace);
+        }
+    });
     tracing::info!(
         "DRA kubelet plugin: {} (registration {})",
         endpoint.display(),
-        registration.display()
+        socket.display()
     );
-    let stopper = async move {
-        shutdown.await;
-        let _ = stop.send(true);
-    };
-    let (a, b, ()) = tokio::join!(dra_server, reg_server, stopper);
+    tokio::pin!(shutdown);
+    let mut ended = None;
+    tokio::select! {
+        () = &mut shutdown => {}
+        r = &mut dra_server => ended = Some(("DRA", r)),
+        r = &mut reg_server => ended = Some(("registration", r)),
+    }
+    if let Some((what, result)) = ended {
+        let why = match result {
+            Ok(Ok(())) => "without an error".to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(
+            "the DRA kubelet plugin's {what} socket stopped serving ({why}); the plugin stops"
+        );
+    }
+    overdue.abort();
+    remove_socket(&socket);
+    let _ = stop_reg.send(true);
+    let _ = stop_dra.send(true);
+    if tokio::time::timeout(DRAIN, &mut dra_server).await.is_err() {
+        tracing::warn!("calls to the DRA socket still running after {DRAIN:?} are cut off");
+        dra_server.abort();
+    }
+    remove_socket(&endpoint);
+    if tokio::time::timeout(DRAIN, &mut reg_server).await.is_err() {
+        reg_server.abort();
+    }
     let _ = reporter.await;
-    for (what, result) in [("DRA", a), ("registration", b)] {
-        if let Err(e) = result {
-            tracing::warn!("the {what} socket's server ended: {e}");
+    Ok(())
+}
+
+/// Each connection of `listener`, read so that any `:authority` is taken
+/// ([`authority`]), until `stop`: then the listener is closed, so a new
+/// connection is refused at once rather than left waiting in the backlog
+/// while the calls in flight finish.
+fn incoming(
+    listener: UnixListener,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> impl futures::Stream<Item = io::Result<authority::Tolerant<tokio::net::UnixStream>>> {
+    futures::stream::unfold(Some((listener, stop)), |state| async move {
+        let (listener, mut stop) = state?;
+        let accepted = tokio::select! {
+            _ = stop.wait_for(|s| *s) => None,
+            accepted = listener.accept() => Some(accepted),
+        }?;
+        let connection = accepted.map(|(c, _)| authority::Tolerant::new(c));
+        Some((connection, Some((listener, stop))))
+    })
+}
+
+fn remove_socket(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != io::ErrorKind::NotFound {
+            tracing::warn!("cannot remove {}: {e}", path.display());
         }
     }
-    for path in [&registration, &endpoint] {
-        let _ = std::fs::remove_file(path);
-    }
-    Ok(())
 }
 
 /// Listens on `path`, replacing a stale socket there (the last run's);

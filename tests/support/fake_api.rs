@@ -240,6 +240,9 @@ pub struct FakeApi {
     pub hang_writes: Arc<AtomicU32>,
     /// 503 for everything.
     pub down: Arc<AtomicBool>,
+    /// While true, GETs are answered only once it is false again (on the
+    /// mock client of [`FakeApi::serve`]).
+    pub hold_reads: Arc<tokio::sync::watch::Sender<bool>>,
     /// Per client: cut off (503 for its requests, its watches end).
     cuts: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
 }
@@ -252,6 +255,7 @@ impl Default for FakeApi {
             fail_writes: Arc::default(),
             hang_writes: Arc::default(),
             down: Arc::default(),
+            hold_reads: Arc::new(tokio::sync::watch::Sender::new(false)),
             cuts: Arc::default(),
         }
     }
@@ -388,6 +392,13 @@ impl FakeApi {
                 let (parts, body) = request.into_parts();
                 let bytes = body.collect_bytes().await.unwrap_or_default();
                 match api.handle(id, &cut_here_of(&api, id), &parts, &bytes) {
+                    Some(response) if parts.method == "GET" && *api.hold_reads.borrow() => {
+                        let mut held = api.hold_reads.subscribe();
+                        tokio::spawn(async move {
+                            let _ = held.wait_for(|h| !*h).await;
+                            respond.send_response(response);
+                        });
+                    }
                     Some(response) => respond.send_response(response),
                     None => held.push(respond),
                 }
@@ -932,6 +943,8 @@ pub struct Options {
     pub node_wait: Duration,
     /// `--dra`: the ResourceSlice task, with these options.
     pub dra: Option<SliceOptions>,
+    /// `--dra`: what the kubelet says of the plugin (the test sends it).
+    pub kubelet: Option<tokio::sync::watch::Receiver<surveyor::kubelet::Registration>>,
 }
 
 impl Default for Options {
@@ -942,6 +955,7 @@ impl Default for Options {
             fallback: None,
             node_wait: Duration::from_secs(30),
             dra: None,
+            kubelet: None,
         }
     }
 }
@@ -1059,6 +1073,7 @@ pub fn run_agent<F, Fut>(
             fallback,
             node_wait: options.node_wait,
             sharing,
+            kubelet: options.kubelet,
         });
         let mut agent = Agent::start(config, metrics).await.unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -78,6 +78,13 @@ impl Netns {
         ns
     }
 
+    /// A handle on a namespace another guard owns (not deleted on drop).
+    pub fn existing(name: &str) -> std::mem::ManuallyDrop<Netns> {
+        std::mem::ManuallyDrop::new(Netns {
+            name: name.to_string(),
+        })
+    }
+
     /// `ip -n NS ARGS...`
     pub fn ip(&self, args: &[&str]) -> Output {
         ip_in(&self.name, args)
@@ -440,7 +447,8 @@ pub fn measure(ns: &str, args: &[&str]) -> Measured {
     }
 }
 
-/// `surveyor agent --standalone` running in a namespace, killed on drop.
+/// `surveyor agent --standalone` (or, with a kubeconfig, in a cluster)
+/// running in a namespace, killed on drop.
 pub struct AgentProcess {
     child: Option<std::process::Child>,
     pub state: std::path::PathBuf,
@@ -448,6 +456,8 @@ pub struct AgentProcess {
     log: std::path::PathBuf,
     ns: String,
     extra: Vec<String>,
+    /// Cluster mode: the API's kubeconfig instead of --standalone.
+    kubeconfig: Option<std::path::PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -487,6 +497,26 @@ impl AgentProcess {
             log,
             ns: ns.name.clone(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            kubeconfig: None,
+            _dir: dir,
+        };
+        agent.restart();
+        agent
+    }
+
+    /// The agent in cluster mode against the API of `kubeconfig` (maps
+    /// from the API), with its own state dir.
+    pub fn start_cluster(ns: &Netns, kubeconfig: &std::path::Path, extra: &[&str]) -> AgentProcess {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (maps, log) = (dir.path().join("maps"), dir.path().join("agent.log"));
+        let mut agent = AgentProcess {
+            child: None,
+            state: dir.path().join("state"),
+            maps,
+            log,
+            ns: ns.name.clone(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            kubeconfig: Some(kubeconfig.to_path_buf()),
             _dir: dir,
         };
         agent.restart();
@@ -514,10 +544,12 @@ impl AgentProcess {
     pub fn command(&self) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.ns, surveyor()])
-            .args(["agent", "--standalone", "--node-name", "node1"])
-            .arg("--maps")
-            .arg(&self.maps)
-            .arg("--state-dir")
+            .args(["agent", "--node-name", "node1"]);
+        match &self.kubeconfig {
+            Some(kubeconfig) => cmd.arg("--kubeconfig").arg(kubeconfig),
+            None => cmd.arg("--standalone").arg("--maps").arg(&self.maps),
+        };
+        cmd.arg("--state-dir")
             .arg(&self.state)
             .args(&self.extra)
             .env("SURVEYOR_LOG", "debug");
@@ -600,6 +632,11 @@ impl AgentProcess {
         self.snapshot()?["networks"][network]["device"]
             .as_str()
             .map(str::to_string)
+    }
+
+    /// The state dir's survey.json, if written.
+    pub fn survey(&self) -> Option<serde_json::Value> {
+        self.state_file("survey.json")
     }
 
     /// Sends `signal` and waits for the agent to exit; returns its status.
@@ -752,4 +789,29 @@ pub fn static_binary() -> std::path::PathBuf {
         "this test needs the static binary: cargo build --bin surveyor --target x86_64-unknown-linux-musl (.ci/run builds it and sets SURVEYOR_STATIC_BIN)"
     );
     path
+}
+
+/// `GET path` on 127.0.0.1:`port` (HTTP/1.0): the status code and body.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("connect 127.0.0.1:{port}: {e}"));
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").expect("send request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read response");
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text}"));
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (code, body.to_string())
+}
+
+/// A loopback port free right now (in the calling thread's namespace).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
