@@ -12,7 +12,11 @@
 //!    between two NICs, 10 times: target <= 1 write each); its RSS (target
 //!    < 20 MiB; anonymous and file-backed apart) against the same agent
 //!    without --dra, and that of the binary the image ships (static musl,
-//!    release) when it is built.
+//!    release) when it is built; SURVEYOR_BENCH_BASELINE_BIN names another
+//!    build (an earlier release) measured the same way in the same run.
+//! 3. The kubelet adapter's own cost (src/kubelet/authority.rs): one
+//!    request's header block as the kubelet sends it, rewritten, per call,
+//!    next to the GetInfo round trip of part 1.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -115,6 +119,7 @@ async fn prepare_latency() {
     }
     let _ = stop.send(());
     let _ = server.await;
+    let rewrite = rewrite_cost();
     println!("NodePrepareResources, one new claim per call, {CALLS} calls (target p99 < 5 ms):");
     println!(
         "  GetInfo round trip (baseline)   p50 {}  p99 {}",
@@ -126,6 +131,55 @@ async fn prepare_latency() {
         ms(median(&prepares)),
         ms(percentile(&prepares, 99.0))
     );
+    println!(
+        "  the adapter's rewrite of one request's headers (in both round trips above): median {:.2} us, {:.1}% of a GetInfo round trip",
+        rewrite.as_secs_f64() * 1e6,
+        100.0 * rewrite.as_secs_f64() / median(&infos).as_secs_f64()
+    );
+}
+
+/// The adapter's cost per request: a connection's preface and SETTINGS,
+/// then GetInfo's HEADERS (authority = the registration socket's path,
+/// percent-encoded, as the kubelet sends it) and DATA, rewritten; the
+/// median over 1000 rounds of 100 requests.
+fn rewrite_cost() -> Duration {
+    use surveyor::kubelet::authority::Rewriter;
+    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+        let mut out = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        out.extend([kind, flags]);
+        out.extend(stream.to_be_bytes());
+        out.extend(payload);
+        out
+    };
+    let mut encoder = loona_hpack::Encoder::new();
+    let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    input.extend(frame(0x4, 0, 0, &[]));
+    for n in 0..100u32 {
+        let block = encoder.encode([
+            (&b":method"[..], &b"POST"[..]),
+            (b":scheme", b"http"),
+            (b":path", b"/pluginregistration.Registration/GetInfo"),
+            (
+                b":authority",
+                b"%2Fvar%2Flib%2Fkubelet%2Fplugins_registry%2Fsurveyor.dev-reg.sock",
+            ),
+            (b"content-type", b"application/grpc"),
+            (b"user-agent", b"grpc-go/1.72.1"),
+            (b"te", b"trailers"),
+        ]);
+        input.extend(frame(0x1, 0x4, 2 * n + 1, &block));
+        input.extend(frame(0x0, 0x1, 2 * n + 1, &[0, 0, 0, 0, 0]));
+    }
+    let mut rounds = Vec::new();
+    for _ in 0..1000 {
+        let t = Instant::now();
+        let mut rewriter = Rewriter::default();
+        let mut buf = bytes::BytesMut::from(&input[..]);
+        rewriter.feed(&mut buf).unwrap();
+        std::hint::black_box(rewriter.take(usize::MAX));
+        rounds.push(t.elapsed() / 100);
+    }
+    median(&rounds)
 }
 
 /// RSS of `pid` (all, anonymous, file-backed), in KiB.
@@ -297,18 +351,16 @@ async fn agent_in(ns: String, peer: String, steady: u64) {
     let event_writes = slice_writes(&api) - before;
     drop(agent);
 
-    // The same with the binary the image ships.
-    let mut shipped_rss = None;
-    if let Some(binary) = shipped() {
-        api.delete(SLICES, "node1-surveyor.dev");
-        let agent = start_binary(&binary, &ns, &config, dir.path(), true);
-        until(60, "slice written by the shipped binary", || {
-            interface(&api).is_some()
-        })
-        .await;
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        shipped_rss = Some(rss(agent.child.id()));
-    }
+    // The same with the binary the image ships, and a baseline build.
+    let shipped_rss = match shipped() {
+        Some(binary) => Some(binary_rss(&api, &binary, &ns, &config, dir.path()).await),
+        None => None,
+    };
+    let baseline = std::env::var_os("SURVEYOR_BENCH_BASELINE_BIN").map(std::path::PathBuf::from);
+    let baseline_rss = match &baseline {
+        Some(binary) => Some(binary_rss(&api, binary, &ns, &config, dir.path()).await),
+        None => None,
+    };
 
     println!(
         "\nagent with --dra, {LINKS} veth pairs up and surveyed (LLDP on each), fake API over HTTP:"
@@ -341,4 +393,38 @@ async fn agent_in(ns: String, peer: String, steady: u64) {
             "  (the shipped binary is not built: cargo build --release --target x86_64-unknown-linux-musl)"
         ),
     }
+    if let (Some(binary), Some(base)) = (&baseline, baseline_rss) {
+        let file = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+        println!(
+            "  RSS of the baseline {} with --dra: {} (anonymous {}, file-backed {}); shipped/baseline {}",
+            binary.display(),
+            mib(base.0),
+            mib(base.1),
+            mib(base.2),
+            shipped_rss.map_or("-".into(), |s| format!("{:.3}", s.0 as f64 / base.0 as f64))
+        );
+        if let Some(shipped) = shipped() {
+            println!(
+                "  binary size: shipped {} bytes, baseline {} bytes",
+                file(&shipped),
+                file(binary)
+            );
+        }
+    }
+}
+
+/// The RSS of `binary` run as the agent with --dra, once it has written
+/// the slice and settled.
+async fn binary_rss(
+    api: &FakeApi,
+    binary: &Path,
+    ns: &str,
+    config: &Path,
+    dir: &Path,
+) -> (u64, u64, u64) {
+    api.delete(SLICES, "node1-surveyor.dev");
+    let agent = start_binary(binary, ns, config, dir, true);
+    until(60, "slice written", || interface(api).is_some()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    rss(agent.child.id())
 }
