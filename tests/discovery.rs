@@ -164,6 +164,37 @@ fn odd_names_and_unicode_aliases_survive() {
     assert!(lo.get("speedMbps").is_none(), "{lo}");
 }
 
+/// Kernels before 5.6 have no ethtool netlink: the SIOCETHTOOL ioctl gives
+/// the same speed and duplex; a link without them, and a name that is too
+/// long or unknown, are "unknown", never an error.
+#[test]
+fn the_ethtool_ioctl_agrees_with_ethtool_netlink() {
+    use surveyor::discovery::ethtool::{Ethtool, LinkSpeed, ioctl};
+    use surveyor::inventory::Duplex;
+    let node = Netns::new("ioctl");
+    let peer = Netns::new("ioctl-p");
+    support::cable(&node, "sv-a", &peer, "p0");
+    let (by_ioctl, by_netlink, lo, long, missing) = node.block_on(|| async {
+        let netlink = Ethtool::connect().speed("sv-a").await;
+        (
+            ioctl::speed("sv-a"),
+            netlink,
+            ioctl::speed("lo"),
+            ioctl::speed("a-name-far-too-long-for-linux"),
+            ioctl::speed("nosuchlink"),
+        )
+    });
+    let veth = LinkSpeed {
+        speed_mbps: Some(10000),
+        duplex: Some(Duplex::Full),
+    };
+    assert_eq!(by_netlink, veth);
+    assert_eq!(by_ioctl, veth);
+    for unknown in [lo, long, missing] {
+        assert_eq!(unknown, LinkSpeed::default());
+    }
+}
+
 /// Pulls changes until one satisfies `want`, failing after one second.
 async fn expect_change(d: &mut Discovery, what: &str, want: impl Fn(&Change) -> bool) -> Change {
     let deadline = Instant::now() + Duration::from_secs(1);

@@ -95,7 +95,7 @@ impl Capture {
         }
         // SAFETY: the socket owns a valid descriptor that stays open, and is
         // never replaced, for as long as the AsyncFd holds it.
-        let socket = unsafe { AsyncFd::register(open(ifindex)?) }?;
+        let socket = unsafe { AsyncFd::register(open(ifindex, name)?) }?;
         self.generation += 1;
         let generation = self.generation;
         let tx = self.tx.clone();
@@ -209,7 +209,7 @@ async fn read(socket: &AsyncFd<Socket>) -> io::Result<Vec<u8>> {
 }
 
 /// Opens a packet socket receiving LLDP frames on one interface only.
-fn open(ifindex: u32) -> io::Result<Socket> {
+fn open(ifindex: u32, name: &str) -> io::Result<Socket> {
     let protocol = ETHERTYPE_LLDP.to_be();
     // Created with protocol 0 so that nothing is queued before the bind
     // narrows it to this interface and ethertype.
@@ -238,7 +238,13 @@ fn open(ifindex: u32) -> io::Result<Socket> {
         mr_alen: 6,
         mr_address: address,
     };
-    setsockopt(&socket, libc::PACKET_ADD_MEMBERSHIP, &mreq)?;
+    if let Err(e) = setsockopt(&socket, libc::PACKET_ADD_MEMBERSHIP, &mreq) {
+        // Every kernel has it; qemu's user-mode emulation does not. A NIC
+        // that filters multicast then passes only what it lets through.
+        tracing::warn!(
+            "{name}: cannot join the LLDP multicast group ({e}); hearing what the NIC passes unfiltered"
+        );
+    }
     if let Err(e) = setsockopt(&socket, PACKET_IGNORE_OUTGOING, &1 as &libc::c_int) {
         // Older kernels: outgoing frames are then dropped by source MAC.
         tracing::debug!("PACKET_IGNORE_OUTGOING unavailable: {e}");

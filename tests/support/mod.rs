@@ -458,6 +458,8 @@ pub struct AgentProcess {
     extra: Vec<String>,
     /// Cluster mode: the API's kubeconfig instead of --standalone.
     kubeconfig: Option<std::path::PathBuf>,
+    /// The binary, with what runs it (qemu); the test build by default.
+    program: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -498,6 +500,37 @@ impl AgentProcess {
             ns: ns.name.clone(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             kubeconfig: None,
+            program: vec![surveyor().to_string()],
+            _dir: dir,
+        };
+        agent.restart();
+        agent
+    }
+
+    /// [`AgentProcess::start`] of another program: `program` is the
+    /// command that runs the binary (`qemu-aarch64-static PATH`).
+    pub fn start_program(
+        ns: &Netns,
+        program: &[&str],
+        maps: &[(&str, &str)],
+        extra: &[&str],
+    ) -> AgentProcess {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = dir.path().join("state");
+        let (maps_dir, log) = (dir.path().join("maps"), dir.path().join("agent.log"));
+        std::fs::create_dir(&maps_dir).expect("maps dir");
+        for (name, text) in maps {
+            std::fs::write(maps_dir.join(name), text).expect("write map");
+        }
+        let mut agent = AgentProcess {
+            child: None,
+            state,
+            maps: maps_dir,
+            log,
+            ns: ns.name.clone(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            kubeconfig: None,
+            program: program.iter().map(|s| s.to_string()).collect(),
             _dir: dir,
         };
         agent.restart();
@@ -517,6 +550,7 @@ impl AgentProcess {
             ns: ns.name.clone(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             kubeconfig: Some(kubeconfig.to_path_buf()),
+            program: vec![surveyor().to_string()],
             _dir: dir,
         };
         agent.restart();
@@ -543,7 +577,8 @@ impl AgentProcess {
     /// The agent's command line, to run by hand (a second agent, ...).
     pub fn command(&self) -> Command {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.ns, surveyor()])
+        cmd.args(["netns", "exec", &self.ns])
+            .args(&self.program)
             .args(["agent", "--node-name", "node1"]);
         match &self.kubeconfig {
             Some(kubeconfig) => cmd.arg("--kubeconfig").arg(kubeconfig),
@@ -814,4 +849,23 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port()
+}
+
+/// The aarch64 binary (static musl, run under qemu-aarch64-static): from
+/// SURVEYOR_AARCH64_BIN (.ci/run sets it), else the debug build's path.
+pub fn aarch64_binary() -> std::path::PathBuf {
+    require_program("qemu-aarch64-static", "qemu-user-static");
+    let path = std::env::var_os("SURVEYOR_AARCH64_BIN").map_or_else(
+        || {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/aarch64-unknown-linux-musl/debug/surveyor")
+        },
+        std::path::PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "this test needs the aarch64 binary at {}: cargo build --bin surveyor --target aarch64-unknown-linux-musl (needs gcc-aarch64-linux-gnu; .ci/run builds it and sets SURVEYOR_AARCH64_BIN)",
+        path.display()
+    );
+    path
 }
