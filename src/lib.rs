@@ -31,3 +31,4 @@ pub mod snapshot;
 pub mod state_dir;
 pub mod survey;
 pub mod topology;
+pub mod uninstall;

@@ -19,6 +19,7 @@ fn main() -> std::process::ExitCode {
         Command::Controller(args) => cli::controller::run(args),
         Command::Topology(args) => cli::topology::run(args),
         Command::InstallCni(args) => cli::install::run(args),
+        Command::Uninstall(args) => cli::uninstall::run(args),
         Command::Crds => surveyor::crd::crds_yaml()
             .map(|yaml| print!("{yaml}"))
             .map_err(Into::into),

@@ -163,6 +163,27 @@ impl StateDir {
     }
 }
 
+/// Who holds the state dir `dir`, if an agent does now. A dir without a
+/// lock file is held by no one (nothing is created); a free lock is taken
+/// for a moment to tell.
+pub fn holder(dir: &Path) -> Result<Option<String>, StateDirError> {
+    match fs::symlink_metadata(dir.join(LOCK)) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(StateDirError::Open {
+                dir: dir.to_path_buf(),
+                source,
+            });
+        }
+        Ok(_) => {}
+    }
+    match lock(dir) {
+        Ok(_released) => Ok(None),
+        Err(StateDirError::Locked { holder, .. }) => Ok(Some(holder)),
+        Err(e) => Err(e),
+    }
+}
+
 /// Takes the dir's lock, or says who has it.
 fn lock(dir: &Path) -> Result<Flock<File>, StateDirError> {
     let path = dir.join(LOCK);

@@ -82,17 +82,34 @@ fn crds_dir_is_exactly_what_surveyor_crds_prints() {
     );
 }
 
+/// The CRDs are installed apart from the workloads (`kubectl apply -k
+/// crds/`), so `kubectl delete -k deploy/` never deletes a NetworkMap.
 #[test]
-fn the_kustomization_deploys_crds_and_the_agent_with_exactly_the_rbac_it_uses() {
-    let objects = deployed();
-    let crds: Vec<&str> = find(&objects, "CustomResourceDefinition")
+fn the_crds_are_apart_from_the_workloads() {
+    assert!(find(&deployed(), "CustomResourceDefinition").is_empty());
+    let out = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(root().join("crds"))
+        .output()
+        .expect("this test needs kubectl (with kustomize built in) on PATH");
+    assert!(out.status.success());
+    let objects: Vec<Value> =
+        serde_saphyr::from_multiple(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    let names: Vec<&str> = objects
         .iter()
+        .filter(|o| o["kind"] == "CustomResourceDefinition")
         .map(|c| c["metadata"]["name"].as_str().unwrap())
         .collect();
     assert_eq!(
-        crds,
+        names,
         ["networkmaps.surveyor.dev", "nodesurveys.surveyor.dev"]
     );
+}
+
+#[test]
+fn the_kustomization_deploys_the_agent_with_exactly_the_rbac_it_uses() {
+    let objects = deployed();
+    let crds = ["networkmaps.surveyor.dev", "nodesurveys.surveyor.dev"];
 
     let namespace = find(&objects, "Namespace")[0]["metadata"]["name"]
         .as_str()
@@ -121,10 +138,7 @@ fn the_kustomization_deploys_crds_and_the_agent_with_exactly_the_rbac_it_uses() 
 #[test]
 fn the_controller_is_deployed_with_exactly_the_rbac_it_uses() {
     let objects = deployed();
-    let crds: Vec<&str> = find(&objects, "CustomResourceDefinition")
-        .iter()
-        .map(|c| c["metadata"]["name"].as_str().unwrap())
-        .collect();
+    let crds = ["networkmaps.surveyor.dev", "nodesurveys.surveyor.dev"];
     let namespace = "surveyor";
     let sa = named(&objects, "ServiceAccount", "surveyor-controller");
     let cluster_role = bound_role(&objects, "ClusterRoleBinding", sa, namespace);
@@ -550,7 +564,6 @@ fn kubectl_kustomize_renders_the_deployment() {
         .map(|o| o["kind"].as_str().unwrap())
         .collect();
     for kind in [
-        "CustomResourceDefinition",
         "Namespace",
         "ServiceAccount",
         "ClusterRole",
@@ -590,7 +603,7 @@ fn kubectl_kustomize_renders_the_deployment() {
             .cloned()
             .unwrap_or_default();
         for c in pod["containers"].as_array().unwrap().iter().chain(&init) {
-            assert_eq!(c["image"], "surveyor:0.1.0", "{}", c["name"]);
+            assert_eq!(c["image"], "localhost/surveyor:0.1.0", "{}", c["name"]);
         }
     }
     // And it is what the files say.
@@ -751,4 +764,109 @@ fn the_dra_component_and_samples() {
         pod["spec"]["containers"][0]["resources"]["claims"][0]["name"],
         pod["spec"]["resourceClaims"][0]["name"]
     );
+}
+
+/// deploy/uninstall: the Job's role grants exactly what `uninstall
+/// cluster` asks; the DaemonSet has no API access, mounts the host
+/// directories where `uninstall node`'s defaults look (their parents, so
+/// Surveyor's own directories can go), and both run arguments the binary
+/// takes, from the same image as deploy/.
+#[test]
+fn the_uninstall_kustomization_cleans_what_the_code_says_with_what_rbac_grants() {
+    let out = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(root().join("deploy/uninstall"))
+        .output()
+        .expect("this test needs kubectl (with kustomize built in) on PATH");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let objects: Vec<Value> =
+        serde_saphyr::from_multiple(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    let objects: Vec<Value> = objects.into_iter().filter(|o| !o.is_null()).collect();
+    let sa = named(&objects, "ServiceAccount", "surveyor-uninstall");
+    let role = bound_role(&objects, "ClusterRoleBinding", sa, "surveyor-uninstall");
+    let crds = ["networkmaps.surveyor.dev", "nodesurveys.surveyor.dev"];
+    assert_grants_exactly(
+        &[role],
+        surveyor::uninstall::cluster::API_REQUESTS,
+        "uninstall",
+        &crds,
+    );
+    let job = named(&objects, "Job", "surveyor-uninstall");
+    let job_pod = &job["spec"]["template"]["spec"];
+    assert_eq!(job_pod["serviceAccountName"], "surveyor-uninstall");
+    let args = accepted_args(&job_pod["containers"][0]);
+    let ns = &args[args.iter().position(|a| a == "--namespace").unwrap() + 1];
+    let deployed_ns = find(&deployed(), "Namespace")[0]["metadata"]["name"].clone();
+    assert_eq!(ns.as_str(), deployed_ns, "the workloads' namespace");
+
+    let ds = named(&objects, "DaemonSet", "surveyor-uninstall");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let init = &pod["initContainers"][0];
+    assert_eq!(accepted_args(init), ["uninstall", "node"]);
+    assert_eq!(accepted_args(&pod["containers"][0]), ["uninstall", "wait"]);
+    let mounts: Vec<(String, String)> = init["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let vol = pod["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == m["name"])
+                .unwrap();
+            (
+                m["mountPath"].as_str().unwrap().to_string(),
+                vol["hostPath"]["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let cli = surveyor::cli::Cli::try_parse_from(["surveyor", "uninstall", "node"]).unwrap();
+    let surveyor::cli::Command::Uninstall(u) = cli.command else {
+        panic!("not uninstall");
+    };
+    let surveyor::cli::uninstall::What::Node(paths) = u.what else {
+        panic!("not node");
+    };
+    for (default, on_host) in [
+        (&paths.cni_bin_dir, "/opt/cni/bin"),
+        (
+            &paths.node_config,
+            "/etc/cni/net.d/surveyor.d/surveyor.json",
+        ),
+        (&paths.state_dir, "/run/surveyor"),
+        (&paths.cache_dir, "/var/lib/cni/surveyor"),
+        (
+            &paths.kubelet_plugins_dir,
+            surveyor::kubelet::DEFAULT_PLUGINS_DIR,
+        ),
+        (
+            &paths.kubelet_registry_dir,
+            surveyor::kubelet::DEFAULT_REGISTRY_DIR,
+        ),
+    ] {
+        let default = default.to_str().unwrap();
+        let covered = mounts.iter().any(|(at, host)| {
+            default
+                .strip_prefix(at.as_str())
+                .is_some_and(|rest| format!("{host}{rest}") == on_host)
+        });
+        assert!(
+            covered,
+            "{default} is not {on_host} on the host: {mounts:?}"
+        );
+    }
+    for c in [&job_pod["containers"][0], init, &pod["containers"][0]] {
+        assert_eq!(c["image"], "localhost/surveyor:0.1.0");
+        assert_eq!(
+            c["securityContext"]["capabilities"]["drop"],
+            serde_json::json!(["ALL"])
+        );
+        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    }
 }

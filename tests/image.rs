@@ -402,3 +402,142 @@ fn the_image_runs_as_the_daemonset_says_and_installs_a_working_plugin() {
         .args(["container", "delete", "agent"])
         .output();
 }
+
+/// The shell blocks of README.md marked as run by this file, in order.
+fn readme_blocks() -> Vec<String> {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let mut blocks = Vec::new();
+    let mut lines = readme.lines();
+    while let Some(line) = lines.next() {
+        if !line.starts_with("<!-- tests/image.rs runs this block as written") {
+            continue;
+        }
+        assert_eq!(lines.next(), Some("```sh"), "a marked block is a sh block");
+        let block: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
+        blocks.push(block.join("\n"));
+    }
+    blocks
+}
+
+/// The settings CI builds release binaries with (.ci/release-env): they
+/// change how long the README's `cargo build`s take, not what they do.
+fn release_env() -> Vec<(String, String)> {
+    std::fs::read_to_string(root().join(".ci/release-env"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+/// The README's Deploy section builds what it says, as written, on this
+/// machine: the two static binaries, one image for linux/amd64 and
+/// linux/arm64 named as `deploy/` names it, an OCI archive that a node's
+/// containerd imports with both platforms; each platform's image holds
+/// the binary for its architecture.
+#[test]
+fn the_readme_builds_the_multi_arch_image_it_describes() {
+    require_root();
+    require_program("buildah", "buildah");
+    require_program("containerd", "containerd");
+    let blocks = readme_blocks();
+    assert_eq!(blocks.len(), 3, "{blocks:#?}");
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("storage.conf");
+    std::fs::write(
+        &storage,
+        format!(
+            "[storage]\ndriver = \"vfs\"\nrunroot = \"{0}/run\"\ngraphroot = \"{0}/root\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let containerd = Containerd::start(dir.path());
+    let image = "localhost/surveyor:0.1.0";
+    let archive = Path::new("/tmp/surveyor-0.1.0.tar");
+    for block in &blocks {
+        let out = Command::new("bash")
+            .args(["-euo", "pipefail", "-c", block])
+            .current_dir(root())
+            .envs(release_env())
+            .env("CONTAINERS_STORAGE_CONF", &storage)
+            .env("CONTAINERD_ADDRESS", &containerd.socket)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "the README's\n{block}\nfailed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = std::fs::remove_file(archive);
+    let buildah = |args: &[&str]| {
+        let out = Command::new("buildah")
+            .args(args)
+            .env("CONTAINERS_STORAGE_CONF", &storage)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "buildah {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let list: Value = serde_json::from_str(&buildah(&["manifest", "inspect", image])).unwrap();
+    let platforms: Vec<String> = list["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| format!("{}/{}", m["platform"]["os"], m["platform"]["architecture"]))
+        .map(|p| p.replace('"', ""))
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+    for (arch, triple, machine) in [
+        (
+            "amd64",
+            "x86_64-unknown-linux-musl",
+            "Advanced Micro Devices X86-64",
+        ),
+        ("arm64", "aarch64-unknown-linux-musl", "AArch64"),
+    ] {
+        let container = buildah(&["from", "--platform", &format!("linux/{arch}"), image]);
+        let mount = PathBuf::from(buildah(&["mount", &container]));
+        let inside = std::fs::read(mount.join("surveyor")).unwrap();
+        let built = root().join("target").join(triple).join("release/surveyor");
+        assert!(
+            inside == std::fs::read(&built).unwrap(),
+            "linux/{arch} does not hold {}",
+            built.display()
+        );
+        let header = run("readelf", &["-h", mount.join("surveyor").to_str().unwrap()]);
+        let header = String::from_utf8_lossy(&header.stdout).to_string();
+        assert!(header.contains(machine), "linux/{arch}: {header}");
+        assert!(header.contains("DYN (Position-Independent"), "{header}");
+        buildah(&["umount", &container]);
+        buildah(&["rm", &container]);
+    }
+    // The node's containerd took both platforms, under deploy/'s name.
+    let out = Command::new("ctr")
+        .args(["-n", "k8s.io", "images", "ls"])
+        .env("CONTAINERD_ADDRESS", &containerd.socket)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let line = listing
+        .lines()
+        .find(|l| l.starts_with(image))
+        .unwrap_or_else(|| panic!("{image} not imported: {listing}"));
+    assert!(line.contains("linux/amd64,linux/arm64"), "{line}");
+    let rendered = run(
+        "kubectl",
+        &["kustomize", root().join("deploy").to_str().unwrap()],
+    );
+    let rendered = String::from_utf8_lossy(&rendered.stdout);
+    assert!(rendered.contains(&format!("image: {image}")), "{rendered}");
+}

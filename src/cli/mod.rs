@@ -7,6 +7,7 @@ pub mod discover;
 pub mod install;
 pub mod resolve;
 pub mod topology;
+pub mod uninstall;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -91,6 +92,20 @@ The plugin reads where the agent's snapshot and its own ADD cache are from the n
 config (SURVEYOR_CNI_CONFIG, if the runtime's environment sets it, else
 /etc/cni/net.d/surveyor.d/surveyor.json, else the defaults), never from a network config.")]
     InstallCni(install::InstallArgs),
+    /// Remove Surveyor for good: from a host, or from the cluster (deploy/uninstall/).
+    #[command(after_help = "\
+Examples:
+  kubectl delete -k deploy/ && kubectl apply -k deploy/uninstall/
+      runs `uninstall cluster` as a Job and `uninstall node` on every node
+  surveyor uninstall node --cni-bin-dir /opt/cni/bin --node-config /etc/cni/net.d/surveyor.d/surveyor.json \\
+      --state-dir /run/surveyor --cache-dir /var/lib/cni/surveyor \\
+      --kubelet-plugins-dir /var/lib/kubelet/plugins --kubelet-registry-dir /var/lib/kubelet/plugins_registry
+      by hand, on a host
+
+Only Surveyor's own files are removed, by name; anything else found beside them is
+left and listed. NetworkMaps are never removed: they go with the CRDs (kubectl delete -k crds/).
+A stopping agent removes nothing: it cannot tell a rollout from an uninstall.")]
+    Uninstall(uninstall::UninstallArgs),
     /// Print the version.
     Version,
 }

@@ -44,6 +44,10 @@ pub const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/surveyor/lease
 pub const SLICES: &str = "/apis/resource.k8s.io/v1/resourceslices";
 pub const DEVICE_CLASSES: &str = "/apis/resource.k8s.io/v1/deviceclasses";
 pub const CLAIMS: &str = "/apis/resource.k8s.io/v1/namespaces/web/resourceclaims";
+pub const DAEMONSETS: &str = "/apis/apps/v1/namespaces/surveyor/daemonsets";
+pub const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/surveyor/deployments";
+/// Events of cluster-scoped objects live in `default`.
+pub const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
 
 /// The collections served, with their list kinds.
 const COLLECTIONS: &[(&str, &str, &str)] = &[
@@ -54,6 +58,9 @@ const COLLECTIONS: &[(&str, &str, &str)] = &[
     (SLICES, "resource.k8s.io/v1", "ResourceSliceList"),
     (DEVICE_CLASSES, "resource.k8s.io/v1", "DeviceClassList"),
     (CLAIMS, "resource.k8s.io/v1", "ResourceClaimList"),
+    (DAEMONSETS, "apps/v1", "DaemonSetList"),
+    (DEPLOYMENTS, "apps/v1", "DeploymentList"),
+    (EVENTS, "events.k8s.io/v1", "EventList"),
 ];
 
 /// One request a client made.
@@ -189,20 +196,26 @@ impl Store {
 }
 
 /// The objects a list or watch asks for: `fieldSelector=metadata.name=`
-/// and `labelSelector=<key>` (the label exists), as far as tests need.
+/// or `=spec.driver=` (ResourceSlices), and `labelSelector=<key>` (the
+/// label exists), as far as tests need.
 #[derive(Clone, Debug, Default)]
 struct Filter {
     name: Option<String>,
+    driver: Option<String>,
     label: Option<String>,
 }
 
 impl Filter {
     fn of(query: &BTreeMap<String, String>) -> Filter {
-        Filter {
-            name: query
+        let field = |key: &str| {
+            query
                 .get("fieldSelector")
-                .and_then(|f| f.strip_prefix("metadata.name="))
-                .map(str::to_string),
+                .and_then(|f| f.strip_prefix(key))
+                .map(str::to_string)
+        };
+        Filter {
+            name: field("metadata.name="),
+            driver: field("spec.driver="),
             label: query.get("labelSelector").cloned(),
         }
     }
@@ -211,6 +224,10 @@ impl Filter {
         self.name
             .as_deref()
             .is_none_or(|n| obj["metadata"]["name"] == n)
+            && self
+                .driver
+                .as_deref()
+                .is_none_or(|d| obj["spec"]["driver"] == d)
             && self
                 .label
                 .as_deref()
@@ -611,6 +628,23 @@ impl FakeApi {
                 Some(obj) => json_response(obj),
                 None => not_found(&name),
             },
+            // deletecollection: what the selectors take; the deleted, listed.
+            ("DELETE", None, None) => {
+                let (_, api_version, kind) =
+                    COLLECTIONS.iter().find(|c| c.0 == collection).unwrap();
+                let names: Vec<String> = store.collections[collection]
+                    .objects
+                    .iter()
+                    .filter(|(_, o)| filter.matches(o))
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                let items: Vec<Value> = names
+                    .iter()
+                    .filter_map(|n| store.remove(collection, n))
+                    .collect();
+                json_response(json!({"apiVersion": api_version, "kind": kind,
+                    "metadata": {"resourceVersion": store.rv.to_string()}, "items": items}))
+            }
             _ => status(405, "MethodNotAllowed", "not in this fake"),
         }
     }
@@ -1123,7 +1157,8 @@ pub fn rbac(r: &Recorded) -> (String, String, String) {
         ("PATCH", _, _) => "patch",
         ("POST", _, _) => "create",
         ("PUT", _, _) => "update",
-        ("DELETE", _, _) => "delete",
+        ("DELETE", true, _) => "delete",
+        ("DELETE", false, _) => "deletecollection",
         (m, _, _) => panic!("unexpected method {m}"),
     };
     (group.to_string(), resource, verb.to_string())
