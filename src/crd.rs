@@ -12,6 +12,8 @@ use crate::inventory::Interface;
 
 pub const GROUP: &str = "surveyor.dev";
 pub const VERSION: &str = "v1alpha1";
+/// `GROUP/VERSION`, as objects name it.
+pub const API_VERSION: &str = "surveyor.dev/v1alpha1";
 /// Node label prefix: `network.surveyor.dev/<network>: "true"` on each node
 /// where the network resolved (written by the controller).
 pub const LABEL_PREFIX: &str = "network.surveyor.dev/";

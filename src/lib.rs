@@ -19,6 +19,7 @@ pub mod controller;
 pub mod crd;
 pub mod discovery;
 pub mod dra;
+pub mod events;
 pub mod inventory;
 pub mod kubelet;
 pub mod lldp;

@@ -239,7 +239,7 @@ pub fn explain(
 }
 
 /// Why the old device lost its place.
-fn why_left(old: &str, after: &Resolved, interfaces: &[Interface]) -> String {
+pub fn why_left(old: &str, after: &Resolved, interfaces: &[Interface]) -> String {
     match interfaces.iter().find(|i| i.name == old) {
         None => format!("{old} gone"),
         Some(i) if !i.carrier => format!("{old} carrier down"),

@@ -636,3 +636,88 @@ async fn the_binary_runs_against_an_api_over_http_and_stops_cleanly() {
         (&json!(false), &json!(["green"]))
     );
 }
+
+fn events(api: &FakeApi) -> Vec<Value> {
+    api.writes()
+        .into_iter()
+        .filter(|r| r.path.starts_with(support::fake_api::EVENTS))
+        .map(|r| r.body)
+        .collect()
+}
+
+/// Events from the writing controller: a label someone removed put back
+/// (on the Node), a map refused (on the NetworkMap), a DeviceClass someone
+/// edited put back (on the NetworkMap, the class related); each once;
+/// nothing at rest nor for a restart.
+#[tokio::test]
+async fn repairs_and_refusals_are_events_and_rest_is_silent() {
+    use support::controller::start_events;
+    use support::fake_api::DEVICE_CLASSES;
+    let api = fixture();
+    let c = start_events(&api, Lead::Always, pace(), true, true);
+    until(5, "first writes", &api, || {
+        labels(&api, "n1")["network.surveyor.dev/green"] == "true"
+            && api.get(DEVICE_CLASSES, "green.surveyor.dev").is_some()
+    })
+    .await;
+    settled(&api).await;
+    assert!(
+        events(&api).is_empty(),
+        "first writes are not repairs: {:#?}",
+        events(&api)
+    );
+
+    api.put(NODES, node("n1", json!({"rack": "r1"})));
+    until(5, "LabelRepaired", &api, || !events(&api).is_empty()).await;
+    let uid = api.get(NODES, "n1").unwrap()["metadata"]["uid"].clone();
+    let e = &events(&api)[0];
+    assert_eq!(e["reason"], "LabelRepaired");
+    assert_eq!(e["type"], "Normal");
+    assert_eq!(
+        e["regarding"],
+        json!({"apiVersion": "v1", "kind": "Node", "name": "n1", "uid": uid})
+    );
+    assert_eq!(
+        e["note"],
+        "Node n1's network.surveyor.dev/* labels were changed by someone else; put back as its NodeSurvey says: network.surveyor.dev/green=true"
+    );
+    assert_eq!(e["reportingController"], "surveyor.dev/controller");
+
+    let mut class = api.get(DEVICE_CLASSES, "green.surveyor.dev").unwrap();
+    class["spec"] = json!({"selectors": [{"cel": {"expression": "true"}}]});
+    api.put(DEVICE_CLASSES, class);
+    until(5, "DeviceClassRepaired", &api, || events(&api).len() == 2).await;
+    let map_uid = api.get(MAPS, "green").unwrap()["metadata"]["uid"].clone();
+    let e = &events(&api)[1];
+    assert_eq!(e["reason"], "DeviceClassRepaired");
+    assert_eq!(
+        e["regarding"],
+        json!({"apiVersion": "surveyor.dev/v1alpha1", "kind": "NetworkMap", "name": "green", "uid": map_uid})
+    );
+    assert_eq!(
+        e["related"],
+        json!({"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass", "name": "green.surveyor.dev"})
+    );
+
+    let mut g = green();
+    g["spec"]["match"] = json!({"names": ["ens["]});
+    api.put(MAPS, g);
+    until(5, "MapRejected", &api, || events(&api).len() == 3).await;
+    let e = &events(&api)[2];
+    assert_eq!(e["reason"], "MapRejected");
+    assert_eq!(e["type"], "Warning");
+    assert!(
+        e["note"].as_str().unwrap().contains("spec.match.names")
+            && e["note"].as_str().unwrap().contains("last valid version"),
+        "{e}"
+    );
+    settled(&api).await;
+    assert_eq!(events(&api).len(), 3, "{:#?}", events(&api));
+    c.stop().await;
+    // A restarted controller finds it all as it left it: no Event.
+    let c = start_events(&api, Lead::Always, pace(), true, true);
+    settled(&api).await;
+    assert_eq!(events(&api).len(), 3, "{:#?}", events(&api));
+    c.stop().await;
+    assert_declared_by(&api, API_REQUESTS);
+}

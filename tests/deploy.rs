@@ -573,19 +573,24 @@ fn kubectl_kustomize_renders_the_deployment() {
         "DaemonSet",
         "Deployment",
         "Service",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ] {
         assert!(kinds.contains(kind), "{kind} missing from {kinds:?}");
     }
     // Every namespaced object lands in surveyor, with the tagged image.
     for o in &objects {
         let cluster_scoped = [
-            "CustomResourceDefinition",
             "Namespace",
             "ClusterRole",
             "ClusterRoleBinding",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         ]
         .contains(&o["kind"].as_str().unwrap());
-        if !cluster_scoped {
+        if cluster_scoped {
+            assert!(o["metadata"].get("namespace").is_none(), "{o}");
+        } else {
             assert_eq!(
                 o["metadata"]["namespace"], "surveyor",
                 "{}",
@@ -868,5 +873,259 @@ fn the_uninstall_kustomization_cleans_what_the_code_says_with_what_rbac_grants()
             serde_json::json!(["ALL"])
         );
         assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    }
+}
+
+/// The admission policy that keeps each agent to its own node, evaluated
+/// with a CEL implementation other than the apiserver's (cel-interpreter)
+/// on the requests an agent makes: for its own node allowed, for another
+/// node (or with a token bound to none) denied saying which node; other
+/// users are not its business. It covers every write the agent makes to
+/// NodeSurveys and ResourceSlices, and names the deployed service account.
+#[test]
+fn the_admission_policy_lets_an_agent_write_its_own_node_only() {
+    use cel_interpreter::{Context, Program, Value as Cel};
+    use serde_json::json;
+    let objects = deployed();
+    let policy = named(
+        &objects,
+        "ValidatingAdmissionPolicy",
+        "surveyor-agent-own-node",
+    );
+    let binding = named(
+        &objects,
+        "ValidatingAdmissionPolicyBinding",
+        "surveyor-agent-own-node",
+    );
+    assert_eq!(binding["spec"]["policyName"], "surveyor-agent-own-node");
+    assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+    let spec = &policy["spec"];
+    assert_eq!(spec["failurePolicy"], "Fail");
+    // Every write the agent makes to the two resources is matched.
+    let rules = spec["matchConstraints"]["resourceRules"]
+        .as_array()
+        .unwrap();
+    for (group, resource, verbs) in API_REQUESTS {
+        let base = resource.split('/').next().unwrap();
+        if base != "nodesurveys" && base != "resourceslices" {
+            continue;
+        }
+        for verb in verbs
+            .iter()
+            .filter(|v| ["create", "patch", "update", "delete"].contains(v))
+        {
+            let ops: &[&str] = match *verb {
+                "create" => &["CREATE"],
+                "delete" => &["DELETE"],
+                // A patch (an apply) creates or updates.
+                _ => &["CREATE", "UPDATE"],
+            };
+            let covered = rules.iter().any(|r| {
+                let has = |k: &str, v: &str| r[k].as_array().unwrap().iter().any(|x| x == v);
+                has("apiGroups", group)
+                    && has("resources", resource)
+                    && ops.iter().all(|op| has("operations", op))
+            });
+            assert!(covered, "{verb} {group}/{resource} is not checked");
+        }
+    }
+    let sa = named(&objects, "ServiceAccount", "surveyor-agent");
+    let username = format!(
+        "system:serviceaccount:{}:{}",
+        sa["metadata"]["namespace"].as_str().unwrap(),
+        sa["metadata"]["name"].as_str().unwrap()
+    );
+
+    let compile = |e: &Value| {
+        Program::compile(e.as_str().unwrap()).unwrap_or_else(|err| panic!("{e}: {err:?}"))
+    };
+    let conditions: Vec<Program> = spec["matchConditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| compile(&c["expression"]))
+        .collect();
+    let variables: Vec<(String, Program)> = spec["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().to_string(),
+                compile(&v["expression"]),
+            )
+        })
+        .collect();
+    let validations: Vec<(Program, Program)> = spec["validations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let message = v.get("messageExpression").cloned().unwrap_or_else(|| {
+                json!(format!(
+                    "'{}'",
+                    v["message"].as_str().unwrap().replace('\'', "\\'")
+                ))
+            });
+            (compile(&v["expression"]), compile(&message))
+        })
+        .collect();
+
+    // None: not the policy's business; Some(Ok): allowed; Some(Err(why)).
+    let admit = |request: Value, object: Value, old: Value| -> Option<Result<(), String>> {
+        let mut ctx = Context::default();
+        ctx.add_variable("request", request).unwrap();
+        ctx.add_variable("object", object).unwrap();
+        ctx.add_variable("oldObject", old).unwrap();
+        let truth = |p: &Program, ctx: &Context| match p.execute(ctx) {
+            Ok(Cel::Bool(b)) => b,
+            other => panic!("not a bool: {other:?}"),
+        };
+        if !conditions.iter().all(|c| truth(c, &ctx)) {
+            return None;
+        }
+        let mut vars = std::collections::HashMap::new();
+        for (name, program) in &variables {
+            let mut scope = ctx.new_inner_scope();
+            scope.add_variable("variables", vars.clone()).unwrap();
+            let value = match program.execute(&scope).unwrap() {
+                Cel::String(s) => s.to_string(),
+                other => panic!("{name}: {other:?}"),
+            };
+            vars.insert(name.clone(), value);
+        }
+        ctx.add_variable("variables", vars).unwrap();
+        for (expression, message) in &validations {
+            if !truth(expression, &ctx) {
+                let why = match message.execute(&ctx) {
+                    Ok(Cel::String(s)) => s.to_string(),
+                    other => panic!("message: {other:?}"),
+                };
+                return Some(Err(why));
+            }
+        }
+        Some(Ok(()))
+    };
+    let request = |user: &str, node: Option<&str>, op: &str, resource: &str, name: &str| {
+        let extra = match node {
+            Some(n) => json!({"authentication.kubernetes.io/node-name": [n]}),
+            None => json!({}),
+        };
+        json!({"operation": op, "name": name,
+            "resource": {"group": "", "version": "v1alpha1", "resource": resource},
+            "userInfo": {"username": user, "extra": extra}})
+    };
+    let slice = |node: &str| json!({"spec": {"nodeName": node, "driver": "surveyor.dev"}});
+    let agent = username.as_str();
+
+    // Its own NodeSurvey and status: allowed; another node's: denied.
+    let survey = json!({"metadata": {"name": "node-a"}});
+    // (A status write is resource nodesurveys, subresource status.)
+    assert_eq!(
+        admit(
+            request(agent, Some("node-a"), "UPDATE", "nodesurveys", "node-a"),
+            survey.clone(),
+            survey.clone()
+        ),
+        Some(Ok(()))
+    );
+    assert_eq!(
+        admit(
+            request(agent, Some("node-a"), "CREATE", "nodesurveys", "node-a"),
+            survey.clone(),
+            Value::Null
+        ),
+        Some(Ok(()))
+    );
+    let denied = admit(
+        request(agent, Some("node-a"), "UPDATE", "nodesurveys", "node-b"),
+        survey.clone(),
+        survey.clone(),
+    );
+    assert_eq!(
+        denied,
+        Some(Err(
+            "surveyor-agent on node node-a may write NodeSurvey node-a only, not node-b".into()
+        ))
+    );
+    // Slices: create, update, delete of its node's; nothing of another's,
+    // nor moving one between nodes.
+    let name = "node-a-surveyor.dev";
+    assert_eq!(
+        admit(
+            request(agent, Some("node-a"), "CREATE", "resourceslices", name),
+            slice("node-a"),
+            Value::Null
+        ),
+        Some(Ok(()))
+    );
+    assert_eq!(
+        admit(
+            request(agent, Some("node-a"), "UPDATE", "resourceslices", name),
+            slice("node-a"),
+            slice("node-a")
+        ),
+        Some(Ok(()))
+    );
+    assert_eq!(
+        admit(
+            request(agent, Some("node-a"), "DELETE", "resourceslices", name),
+            Value::Null,
+            slice("node-a")
+        ),
+        Some(Ok(()))
+    );
+    for (op, object, old) in [
+        ("CREATE", slice("node-b"), Value::Null),
+        ("UPDATE", slice("node-a"), slice("node-b")),
+        ("UPDATE", slice("node-b"), slice("node-a")),
+        ("DELETE", Value::Null, slice("node-b")),
+        (
+            "CREATE",
+            json!({"spec": {"driver": "surveyor.dev"}}),
+            Value::Null,
+        ),
+    ] {
+        let got = admit(
+            request(
+                agent,
+                Some("node-a"),
+                op,
+                "resourceslices",
+                "node-b-surveyor.dev",
+            ),
+            object.clone(),
+            old.clone(),
+        );
+        let Some(Err(why)) = got else {
+            panic!("{op} {object} (was {old}) allowed: {got:?}");
+        };
+        assert!(
+            why.contains("on node node-a may write only the ResourceSlices of node node-a"),
+            "{why}"
+        );
+    }
+    // A token bound to no node writes nothing.
+    let Some(Err(why)) = admit(
+        request(agent, None, "UPDATE", "nodesurveys", "node-a"),
+        survey.clone(),
+        survey.clone(),
+    ) else {
+        panic!("a token without a node was let through");
+    };
+    assert!(why.contains("bound to no node"), "{why}");
+    // Anyone else (the controller, an admin) is not this policy's matter.
+    for user in [
+        "system:serviceaccount:surveyor:surveyor-controller",
+        "kubernetes-admin",
+    ] {
+        assert_eq!(
+            admit(
+                request(user, None, "UPDATE", "nodesurveys", "node-b"),
+                survey.clone(),
+                survey.clone()
+            ),
+            None
+        );
     }
 }

@@ -432,3 +432,134 @@ fn a_restart_with_nothing_changed_writes_no_status() {
         },
     );
 }
+
+fn event_writes(api: &FakeApi) -> Vec<Recorded> {
+    api.writes()
+        .into_iter()
+        .filter(|r| r.path.starts_with(support::fake_api::EVENTS))
+        .collect()
+}
+
+fn events_on() -> Options {
+    Options {
+        events: Some((5, Duration::from_secs(12))),
+        ..Options::default()
+    }
+}
+
+/// A cable pull moving green from sv-a to sv-b is one Event on the
+/// NodeSurvey, saying why, with the map as related object; nothing at
+/// rest, nothing for a restart.
+#[test]
+fn a_network_moving_is_one_event_on_the_node_survey_and_rest_is_silent() {
+    let api = FakeApi::with(vec![map("green", "sv-*")], json!({}));
+    let node = support::Netns::new("kube-ev");
+    let peer = support::Netns::new("kube-ev-p");
+    support::cable(&node, "sv-a", &peer, "p0");
+    support::cable(&node, "sv-b", &peer, "p1");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    run_agent(
+        &node,
+        api.clone(),
+        events_on(),
+        state.clone(),
+        |run| async move {
+            run.until(5, "green on sv-a published", |r| {
+                r.survey()["networks"]["green"]["device"] == "sv-a"
+                    && r.api.get(SURVEYS, "node1").is_some()
+            })
+            .await;
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            assert!(
+                event_writes(&run.api).is_empty(),
+                "the first publish is not news"
+            );
+            run.ip(&["link", "set", "sv-a", "down"]);
+            run.until(5, "an Event", |r| !event_writes(&r.api).is_empty())
+                .await;
+            let uid = run.api.get(SURVEYS, "node1").unwrap()["metadata"]["uid"].clone();
+            let e = &event_writes(&run.api)[0];
+            assert_eq!(e.method, "POST");
+            let body = &e.body;
+            assert_eq!(body["apiVersion"], "events.k8s.io/v1");
+            assert_eq!(body["reason"], "NetworkMoved");
+            assert_eq!(body["type"], "Normal");
+            assert_eq!(body["action"], "Resolve");
+            assert_eq!(
+                body["note"],
+                "green moved from sv-a to sv-b on node node1: sv-a carrier down"
+            );
+            assert_eq!(
+                body["regarding"],
+                json!({"apiVersion": "surveyor.dev/v1alpha1", "kind": "NodeSurvey", "name": "node1", "uid": uid})
+            );
+            assert_eq!(
+                body["related"],
+                json!({"apiVersion": "surveyor.dev/v1alpha1", "kind": "NetworkMap", "name": "green"})
+            );
+            assert_eq!(body["reportingController"], "surveyor.dev/agent");
+            assert_eq!(body["reportingInstance"], "node1");
+            assert!(body["eventTime"].is_string(), "{body}");
+            // At rest again: silence.
+            tokio::time::sleep(Duration::from_millis(2000)).await;
+            assert_eq!(
+                event_writes(&run.api).len(),
+                1,
+                "{:#?}",
+                event_writes(&run.api)
+            );
+        },
+    );
+    // A restart finds green where it was: no Event.
+    let before = event_writes(&api).len();
+    run_agent(&node, api.clone(), events_on(), state, |run| async move {
+        run.until(5, "the restarted agent has published", |r| {
+            r.survey()["networks"]["green"]["device"] == "sv-b"
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+    });
+    assert_eq!(event_writes(&api).len(), before);
+}
+
+/// A link flapping makes at most the node's burst of Event writes (5)
+/// however often green moves (a budget refilled once a minute here, so
+/// the storm is shorter than a refill), the repeats aggregated into one
+/// series: the same reason about the same objects.
+#[test]
+fn a_flap_storm_is_bounded_and_aggregated() {
+    let api = FakeApi::with(vec![map("green", "sv-*")], json!({}));
+    let options = Options {
+        events: Some((5, Duration::from_secs(60))),
+        ..Options::default()
+    };
+    with_agent_opts("kube-flap", api, options, |run| async move {
+        run.until(5, "green on sv-a", |r| {
+            r.survey()["networks"]["green"]["device"] == "sv-a"
+                && r.api.get(SURVEYS, "node1").is_some()
+        })
+        .await;
+        // 8 flaps: 16 moves.
+        for n in 0..16 {
+            let (state, to) = if n % 2 == 0 {
+                ("down", "sv-b")
+            } else {
+                ("up", "sv-a")
+            };
+            run.ip(&["link", "set", "sv-a", state]);
+            run.until(5, "the move", |r| {
+                r.snapshot()["networks"]["green"]["device"] == to
+            })
+            .await;
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let writes = event_writes(&run.api);
+        assert_eq!(writes.len(), 5, "{writes:#?}");
+        assert_eq!(writes[0].method, "POST");
+        for (n, w) in writes[1..].iter().enumerate() {
+            assert_eq!(w.method, "PATCH");
+            assert_eq!(w.body["series"]["count"], n as u64 + 2, "{w:?}");
+        }
+    });
+}

@@ -47,6 +47,9 @@ pub const API_REQUESTS: &[(&str, &str, &[&str])] = &[
     // shows their pods' interfaces on their status (networkData).
     ("resource.k8s.io", "resourceclaims", &["get"]),
     ("resource.k8s.io", "resourceclaims/status", &["patch"]),
+    // Events about its NodeSurvey (a network moved, lost or found its
+    // device), aggregated into series by patching.
+    ("events.k8s.io", "events", &["create", "patch"]),
 ];
 
 pub type MapEvents =

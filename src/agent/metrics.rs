@@ -48,6 +48,8 @@ pub struct Metrics {
     pub state_errors: Counter,
     pub dra_left_out: Gauge,
     pub kubelet_registered: Gauge,
+    pub events_published: Counter,
+    pub events_dropped: Counter,
     ready: AtomicBool,
     /// Why the kubelet has not registered the DRA plugin, once that is
     /// overdue or refused.
@@ -77,6 +79,8 @@ impl Metrics {
             state_errors: Counter::default(),
             dra_left_out: Gauge::default(),
             kubelet_registered: Gauge::default(),
+            events_published: Counter::default(),
+            events_dropped: Counter::default(),
             ready: AtomicBool::new(false),
             kubelet_problem: std::sync::Mutex::new(None),
         };
@@ -133,6 +137,16 @@ impl Metrics {
             m.kubelet_registered.clone(),
         );
         r.register(
+            "events_published",
+            "Kubernetes Events published about this node's NodeSurvey",
+            m.events_published.clone(),
+        );
+        r.register(
+            "events_dropped",
+            "Events not published: over the node's budget (5 a minute), or refused by the API",
+            m.events_dropped.clone(),
+        );
+        r.register(
             "snapshot_writes",
             "State dir files written",
             m.snapshot_writes.clone(),
@@ -143,6 +157,14 @@ impl Metrics {
             m.state_errors.clone(),
         );
         m
+    }
+
+    /// The counters the Events publisher keeps.
+    pub fn event_counters(&self) -> crate::events::EventCounters {
+        crate::events::EventCounters {
+            published: self.events_published.clone(),
+            dropped: self.events_dropped.clone(),
+        }
     }
 
     /// What the kubelet says of the DRA plugin: the gauge, and readiness

@@ -14,6 +14,7 @@ pub mod conditions;
 pub mod map_store;
 pub mod maps_dir;
 pub mod metrics;
+pub mod notices;
 pub mod restore;
 pub mod slices;
 pub mod writer;
@@ -32,8 +33,9 @@ use kube::runtime::watcher::{self, Event};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::crd::{NodeSurveyStatus, Summary};
+use crate::crd::{self, NodeSurveyStatus, Summary};
 use crate::discovery::{Discovery, DiscoveryError};
+use crate::events::{Events, Notice, reference};
 use crate::inventory::{Change, Interface, neighbor_label};
 use crate::kubelet::Registration;
 use crate::lldp::Lldp;
@@ -119,6 +121,8 @@ pub struct Cluster {
     pub sharing: Option<watch::Receiver<Option<Sharing>>>,
     /// What the kubelet says of the DRA plugin, when DRA is on.
     pub kubelet: Option<watch::Receiver<Registration>>,
+    /// Where Events about this node's NodeSurvey go.
+    pub events: Option<Events>,
 }
 
 /// What the agent knows and last published.
@@ -145,6 +149,11 @@ pub struct Agent {
     dra: Dra,
     /// Whether the kubelet registered the DRA plugin (with DRA).
     kubelet: Option<Registration>,
+    /// With a cluster: where Events go, and each selected network's
+    /// device as last published (by this run, or the last one's
+    /// survey.json), to tell what changed.
+    events: Option<Events>,
+    published: BTreeMap<String, Option<String>>,
     metrics: Arc<Metrics>,
 }
 
@@ -199,7 +208,14 @@ impl Agent {
         // The lock first: a second agent must not even listen.
         let state = StateDir::open(&config.state_dir)?;
         let discovery = Discovery::watch(config.filter.clone()).await?;
-        let conditions = state.survey().map(|s| s.conditions).unwrap_or_default();
+        let survey = state.survey();
+        let published = survey
+            .iter()
+            .flat_map(|s| &s.networks)
+            .filter(|(_, n)| n.selected)
+            .map(|(name, n)| (name.clone(), n.device.clone()))
+            .collect();
+        let conditions = survey.map(|s| s.conditions).unwrap_or_default();
         let mut agent = Agent {
             lldp: config.lldp.then(Lldp::new),
             config,
@@ -215,6 +231,8 @@ impl Agent {
             conditions,
             dra: Dra::Off,
             kubelet: None,
+            events: None,
+            published,
             metrics,
         };
         if let (Some(lldp), Ok(saved)) = (&mut agent.lldp, read_neighbors(agent.state.path())) {
@@ -318,6 +336,7 @@ impl Agent {
             .cloned()
             .collect();
         self.conditions = conditions::conditions(&previous, &facts, &crate::condition::now());
+        self.tell(&resolution, &interfaces);
         let status = status(interfaces, &resolution, self.conditions.clone());
         let written = self.write_state(&resolution, &status);
         self.record(&status, &facts);
@@ -327,6 +346,23 @@ impl Agent {
             node_uid: None,
         };
         (desired, written)
+    }
+
+    /// Events for the networks whose device changed since last published.
+    fn tell(&mut self, resolution: &resolve::Resolution, interfaces: &[Interface]) {
+        let Some(events) = &self.events else {
+            return;
+        };
+        let node = &self.config.node;
+        for n in notices::notices(node, &self.published, resolution, interfaces) {
+            events.emit(Notice {
+                reason: n.reason,
+                note: n.note,
+                regarding: reference(crd::API_VERSION, "NodeSurvey", node, None),
+                related: Some(reference(crd::API_VERSION, "NetworkMap", &n.network, None)),
+            });
+        }
+        self.published = notices::devices(resolution);
     }
 
     /// Writes the state dir; `Err` with why when it cannot.
@@ -508,6 +544,7 @@ impl Agent {
                     self.on_kubelet(rx.borrow().clone());
                 }
                 inputs.kubelet = c.kubelet;
+                self.events = c.events;
                 inputs.node_wait = Some(Instant::now() + c.node_wait);
                 if c.fallback.is_some() {
                     self.maps_from = MapsFrom::DirUntilApi;

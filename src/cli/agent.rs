@@ -16,9 +16,11 @@ use crate::agent::slices::{SliceOptions, spawn_slices};
 use crate::agent::writer::{Pace, spawn_publisher};
 use crate::agent::{Agent, Cluster, Config, Source, parse_labels};
 use crate::dra::{Bandwidth, Policy};
+use crate::events::{Budget, Events};
 use crate::kubelet::{self, PluginConfig, Registration};
 use crate::node::node_name;
 use crate::snapshot::DEFAULT_STATE_DIR;
+use kube::runtime::events::Reporter;
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
@@ -97,6 +99,8 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         lldp: !args.no_lldp,
     };
     super::runtime()?.block_on(async {
+        // First: a SIGTERM during start-up stops the agent cleanly too.
+        let signalled = shutdown();
         let metrics = Arc::new(Metrics::new());
         if let Some(addr) = args.listen {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -129,7 +133,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         tokio::spawn({
             let stop = stop.clone();
             async move {
-                shutdown().await;
+                signalled.await;
                 stop.send_replace(true);
             }
         });
@@ -220,10 +224,26 @@ async fn source(
             node_wait: crate::agent::NODE_WAIT,
             sharing,
             kubelet,
+            events: Some(Events::spawn(
+                client.clone(),
+                Reporter {
+                    controller: AGENT_REPORTER.into(),
+                    instance: Some(config.node.clone()),
+                },
+                Budget::new(EVENT_BURST, EVENT_REFILL, std::time::Instant::now()),
+                metrics.event_counters(),
+            )),
         }),
         Some(client),
     ))
 }
+
+/// Events name the agent so (with the node as instance).
+pub const AGENT_REPORTER: &str = "surveyor.dev/agent";
+/// A node's Events: at most 5 at once, then one every 12 s (5 a minute),
+/// whatever its links do.
+const EVENT_BURST: u32 = 5;
+const EVENT_REFILL: std::time::Duration = std::time::Duration::from_secs(12);
 
 /// `--dra`'s settings, checked.
 fn slice_options(args: &AgentArgs) -> anyhow::Result<Option<SliceOptions>> {
@@ -246,22 +266,27 @@ fn standalone(args: &AgentArgs) -> anyhow::Result<Source> {
     Ok(Source::Dir(MapsDir::open(dir)?))
 }
 
-/// Completes on SIGTERM or SIGINT.
-pub async fn shutdown() {
+/// Completes on SIGTERM or SIGINT. The handlers are installed at once
+/// (inside a runtime), not when the future is first polled: a signal that
+/// comes before is not the default's (death).
+pub fn shutdown() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
+    let signals = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+    );
+    async move {
+        match signals {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
-        }
-        _ => {
-            tracing::warn!("cannot install signal handlers; stop with SIGKILL");
-            std::future::pending::<()>().await
+            _ => {
+                tracing::warn!("cannot install signal handlers; stop with SIGKILL");
+                std::future::pending::<()>().await
+            }
         }
     }
 }

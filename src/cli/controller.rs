@@ -12,6 +12,8 @@ use clap::Args;
 use crate::controller::leader::{Leadership, LeaseConfig};
 use crate::controller::metrics::Metrics;
 use crate::controller::{self, Pace, Sources, http};
+use crate::events::{Budget, Events};
+use kube::runtime::events::Reporter;
 
 #[derive(Debug, Args)]
 pub struct ControllerArgs {
@@ -45,6 +47,13 @@ pub struct ControllerArgs {
     pub dra: bool,
 }
 
+/// Events name the controller so (with the replica as instance).
+pub const CONTROLLER_REPORTER: &str = "surveyor.dev/controller";
+/// The controller's Events (repairs, refused maps): 10 at once, then one
+/// every 6 s.
+const EVENT_BURST: u32 = 10;
+const EVENT_REFILL: Duration = Duration::from_secs(6);
+
 pub fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let identity = match args.identity.as_deref().map(str::trim) {
         Some(id) if !id.is_empty() => id.to_string(),
@@ -56,7 +65,7 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<()> {
     };
     let lease = LeaseConfig {
         namespace: args.namespace.clone(),
-        identity,
+        identity: identity.clone(),
         duration: args.lease_duration,
     };
     if !args.no_leader_election {
@@ -83,12 +92,22 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<()> {
             Leadership::campaign(client.clone(), lease)?
         };
         let sources = Sources::watch(&client, args.dra);
+        let events = Events::spawn(
+            client.clone(),
+            Reporter {
+                controller: CONTROLLER_REPORTER.into(),
+                instance: Some(identity.clone()),
+            },
+            Budget::new(EVENT_BURST, EVENT_REFILL, std::time::Instant::now()),
+            metrics.event_counters(),
+        );
         controller::run(
             client,
             sources,
             leadership.receiver(),
             Pace::default(),
             metrics,
+            Some(events),
             super::agent::shutdown(),
         )
         .await;

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub unresolved: Family<MapLabel, Gauge>,
     pub writes: Family<KindLabel, Counter>,
     pub api_errors: Counter,
+    pub events_published: Counter,
+    pub events_dropped: Counter,
     ready: AtomicBool,
     view: watch::Sender<Arc<View>>,
 }
@@ -64,6 +66,8 @@ impl Metrics {
             unresolved: Family::default(),
             writes: Family::default(),
             api_errors: Counter::default(),
+            events_published: Counter::default(),
+            events_dropped: Counter::default(),
             ready: AtomicBool::new(false),
             view: watch::Sender::new(Arc::new(View::default())),
         };
@@ -101,7 +105,25 @@ impl Metrics {
             "Kubernetes API requests and watches that failed",
             m.api_errors.clone(),
         );
+        r.register(
+            "events_published",
+            "Kubernetes Events published (a refused map, a label or DeviceClass put back)",
+            m.events_published.clone(),
+        );
+        r.register(
+            "events_dropped",
+            "Events not published: over the budget, or refused by the API",
+            m.events_dropped.clone(),
+        );
         m
+    }
+
+    /// The counters the Events publisher keeps.
+    pub fn event_counters(&self) -> crate::events::EventCounters {
+        crate::events::EventCounters {
+            published: self.events_published.clone(),
+            dropped: self.events_dropped.clone(),
+        }
     }
 
     pub fn set_ready(&self) {

@@ -34,6 +34,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::crd::{NetworkMap, NetworkMapStatus};
+use crate::events::{self, Notice, Reason, reference};
 use metrics::{KindLabel, MapLabel, Metrics, View};
 use model::{ClassSeen, LABEL_PREFIX, Model, NodeEntry, SurveyEntry};
 use pacer::Pacer;
@@ -56,6 +57,8 @@ pub const API_REQUESTS: &[(&str, &str, &[&str])] = &[
         "deviceclasses",
         &["list", "watch", "patch", "delete"],
     ),
+    // Events: a refused map, a label or DeviceClass put back.
+    ("events.k8s.io", "events", &["create", "patch"]),
     // The Lease, in the controller's namespace only (a Role).
     (
         "coordination.k8s.io",
@@ -120,7 +123,9 @@ enum Target {
 
 /// What a write put in the API.
 enum Wrote {
-    Status(NetworkMapStatus),
+    /// With whether it newly says the spec is refused (the API's status
+    /// did not, before the write).
+    Status(NetworkMapStatus, bool),
     /// network -> its label's value, `None` removed.
     Labels(BTreeMap<String, Option<String>>),
     /// The DeviceClass now there (`None`: deleted).
@@ -147,9 +152,11 @@ pub async fn run(
     mut leader: watch::Receiver<bool>,
     pace: Pace,
     metrics: Arc<Metrics>,
+    events: Option<events::Events>,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut c = Controller::new(&client, pace, metrics, sources.classes.is_some());
+    c.events = events;
     c.set_leader(*leader.borrow_and_update());
     let mut writing: FuturesUnordered<Writing> = FuturesUnordered::new();
     let mut leader_open = true;
@@ -275,6 +282,13 @@ struct Controller {
     view_last: Option<Instant>,
     /// Maps with per-map gauges.
     gauged: BTreeSet<String>,
+    /// Where Events go (the writing replica's: only it repairs).
+    events: Option<events::Events>,
+    /// Nodes whose labels someone else changed: their next label write
+    /// is a repair.
+    label_repairs: BTreeSet<String>,
+    /// Networks whose DeviceClass someone edited or deleted.
+    class_repairs: BTreeSet<String>,
 }
 
 impl Controller {
@@ -300,6 +314,9 @@ impl Controller {
             view_due: None,
             view_last: None,
             gauged: BTreeSet::new(),
+            events: None,
+            label_repairs: BTreeSet::new(),
+            class_repairs: BTreeSet::new(),
         }
     }
 
@@ -364,6 +381,9 @@ impl Controller {
             return true;
         }
         self.leader = leader;
+        // Repairs are the writer's to tell.
+        self.label_repairs.clear();
+        self.class_repairs.clear();
         self.metrics.leader.set(i64::from(leader));
         if leader {
             self.mark_all();
@@ -447,6 +467,7 @@ impl Controller {
         }
         entry.update(obj.generation, obj.compiled);
         entry.observed = obj.status;
+        entry.uid = obj.uid;
         self.mark(target);
         if self.dra {
             self.mark(Target::Class(name));
@@ -477,6 +498,9 @@ impl Controller {
                     .map(|(n, _)| n.clone());
                 if let Some(network) = network {
                     self.model.classes.remove(&network);
+                    if self.model.class_wanted(&network).1 {
+                        self.class_repairs.insert(network.clone());
+                    }
                     self.mark(Target::Class(network));
                 }
             }
@@ -499,7 +523,11 @@ impl Controller {
         if network.is_empty() || self.stale(&target, rv) {
             return;
         }
-        self.model.classes.insert(network, seen);
+        let known = self.model.classes.insert(network.clone(), seen).is_some();
+        // Not our write's echo (that leaves nothing to do): an edit.
+        if known && self.model.class_wanted(&network).1 {
+            self.class_repairs.insert(network);
+        }
         self.mark(target);
     }
 
@@ -553,12 +581,17 @@ impl Controller {
                 if self.stale(&target, rv) {
                     return;
                 }
-                let old = self.model.nodes.insert(name, entry.clone());
+                let old = self.model.nodes.insert(name.clone(), entry.clone());
                 if old.as_ref().map(|o| &o.selector_labels) != Some(&entry.selector_labels) {
                     self.mark_maps();
                     self.view_changed();
                 }
                 if old.as_ref().map(|o| &o.network_labels) != Some(&entry.network_labels) {
+                    // Changed by someone else (our own echo leaves nothing
+                    // to write): the write that follows puts it back.
+                    if old.is_some() && self.model.label_patch(&name).is_some() {
+                        self.label_repairs.insert(name.clone());
+                    }
                     self.mark(target);
                 }
             }
@@ -612,6 +645,7 @@ impl Controller {
                         self.pacer.finish(&target, None, now);
                         continue;
                     }
+                    let newly = rejected(&status) && !entry.observed.as_ref().is_some_and(rejected);
                     let api = self.maps_api.clone();
                     let body = json!({
                         "apiVersion": NetworkMap::api_version(&()),
@@ -628,7 +662,8 @@ impl Controller {
                             Err(_) => Err(WriteError::Timeout(timeout)),
                             Ok(Err(e)) => Err(e.into()),
                             Ok(Ok(obj)) => {
-                                Ok((Wrote::Status(status), watches::identity(&obj.metadata).1))
+                                let rv = watches::identity(&obj.metadata).1;
+                                Ok((Wrote::Status(status, newly), rv))
                             }
                         };
                         (Target::Map(name), result)
@@ -705,13 +740,37 @@ impl Controller {
                     self.written_rv.insert(target.clone(), rv);
                 }
                 match (&target, wrote) {
-                    (Target::Map(name), Wrote::Status(status)) => {
+                    (Target::Map(name), Wrote::Status(status, newly)) => {
                         if let Some(entry) = self.model.maps.get_mut(name) {
                             entry.observed = Some(status);
+                            if newly {
+                                let why = entry.invalid.clone().unwrap_or_default();
+                                let uid = entry.uid.clone();
+                                self.tell(Notice {
+                                    reason: Reason::MapRejected,
+                                    note: format!(
+                                        "NetworkMap {name} cannot be used ({why}); nodes keep resolving its last valid version"
+                                    ),
+                                    regarding: reference(crate::crd::API_VERSION, "NetworkMap", name, uid.as_deref()),
+                                    related: None,
+                                });
+                            }
                         }
                         self.count("status");
                     }
                     (Target::Node(name), Wrote::Labels(changes)) => {
+                        if self.label_repairs.remove(name) {
+                            let uid = self.model.nodes.get(name).and_then(|n| n.uid.clone());
+                            self.tell(Notice {
+                                reason: Reason::LabelRepaired,
+                                note: format!(
+                                    "Node {name}'s {LABEL_PREFIX}* labels were changed by someone else; put back as its NodeSurvey says: {}",
+                                    describe_labels(&changes)
+                                ),
+                                regarding: reference("v1", "Node", name, uid.as_deref()),
+                                related: None,
+                            });
+                        }
                         if let Some(node) = self.model.nodes.get_mut(name) {
                             for (network, value) in changes {
                                 match value {
@@ -723,6 +782,20 @@ impl Controller {
                         self.count("labels");
                     }
                     (Target::Class(network), Wrote::Class(seen)) => {
+                        if self.class_repairs.remove(network)
+                            && self.model.maps.contains_key(network)
+                        {
+                            let class = crate::dra::class_name(network);
+                            let uid = self.model.maps.get(network).and_then(|m| m.uid.clone());
+                            self.tell(Notice {
+                                reason: Reason::DeviceClassRepaired,
+                                note: format!(
+                                    "DeviceClass {class} was edited or deleted by someone else; put back as NetworkMap {network} says"
+                                ),
+                                regarding: reference(crate::crd::API_VERSION, "NetworkMap", network, uid.as_deref()),
+                                related: Some(reference("resource.k8s.io/v1", "DeviceClass", &class, None)),
+                            });
+                        }
                         match seen {
                             Some(seen) => self.model.classes.insert(network.clone(), seen),
                             None => self.model.classes.remove(network),
@@ -747,6 +820,12 @@ impl Controller {
                 tracing::warn!("writing the {what} failed ({e}); retrying with backoff");
                 self.pacer.finish(&target, Some(false), now);
             }
+        }
+    }
+
+    fn tell(&self, notice: Notice) {
+        if let Some(events) = &self.events {
+            events.emit(notice);
         }
     }
 
@@ -794,6 +873,23 @@ impl Controller {
             summary,
         });
     }
+}
+
+/// Whether a status says the map's spec is refused.
+fn rejected(status: &NetworkMapStatus) -> bool {
+    status.conditions.iter().any(|c| c.reason == "InvalidSpec")
+}
+
+/// `green=true, blue removed`, from a label write's changes.
+fn describe_labels(changes: &BTreeMap<String, Option<String>>) -> String {
+    changes
+        .iter()
+        .map(|(network, value)| match value {
+            Some(v) => format!("{LABEL_PREFIX}{network}={v}"),
+            None => format!("{LABEL_PREFIX}{network} removed"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// network -> new value (`None`: removed) from a label merge patch.

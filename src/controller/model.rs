@@ -28,6 +28,8 @@ pub struct MapEntry {
     pub invalid: Option<String>,
     /// Its status as the API has it.
     pub observed: Option<NetworkMapStatus>,
+    /// Its uid, for Events about it.
+    pub uid: Option<String>,
 }
 
 impl MapEntry {
@@ -52,6 +54,8 @@ pub struct NodeEntry {
     pub selector_labels: BTreeMap<String, String>,
     /// Our labels on it: network -> value.
     pub network_labels: BTreeMap<String, String>,
+    /// Its uid, for Events about it.
+    pub uid: Option<String>,
 }
 
 impl NodeEntry {

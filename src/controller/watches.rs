@@ -79,6 +79,7 @@ pub fn identity(meta: &kube::api::ObjectMeta) -> (String, Option<u64>) {
 /// What a NetworkMap object says: its generation, its spec checked (or
 /// why it cannot be used), its status.
 pub struct MapObject {
+    pub uid: Option<String>,
     pub generation: Option<i64>,
     pub compiled: Result<CompiledMap, String>,
     pub status: Option<NetworkMapStatus>,
@@ -94,6 +95,7 @@ pub fn map_object(obj: &DynamicObject) -> MapObject {
         .get("status")
         .and_then(|s| serde_json::from_value(s.clone()).ok());
     MapObject {
+        uid: obj.metadata.uid.clone(),
         generation: obj.metadata.generation,
         compiled,
         status,
@@ -101,7 +103,10 @@ pub fn map_object(obj: &DynamicObject) -> MapObject {
 }
 
 pub fn node_entry(obj: &PartialObjectMeta<Node>) -> NodeEntry {
-    NodeEntry::of(&obj.metadata.labels.clone().unwrap_or_default())
+    NodeEntry {
+        uid: obj.metadata.uid.clone(),
+        ..NodeEntry::of(&obj.metadata.labels.clone().unwrap_or_default())
+    }
 }
 
 /// A NodeSurvey as kept; one whose status does not decode counts as one

@@ -155,6 +155,11 @@ pub fn start(api: &FakeApi, lead: Lead, pace: Pace) -> Running {
 
 /// [`start`], keeping DeviceClasses when `dra`.
 pub fn start_with(api: &FakeApi, lead: Lead, pace: Pace, dra: bool) -> Running {
+    start_events(api, lead, pace, dra, false)
+}
+
+/// [`start_with`], publishing Events when `events`.
+pub fn start_events(api: &FakeApi, lead: Lead, pace: Pace, dra: bool, events: bool) -> Running {
     let (client, cut) = api.serve_cuttable();
     let id = api.clients() - 1;
     let metrics = Arc::new(Metrics::new());
@@ -173,12 +178,28 @@ pub fn start_with(api: &FakeApi, lead: Lead, pace: Pace, dra: bool) -> Running {
             }
         };
         let sources = Sources::watch(&client, dra);
+        let events = events.then(|| {
+            surveyor::events::Events::spawn(
+                client.clone(),
+                kube::runtime::events::Reporter {
+                    controller: surveyor::cli::controller::CONTROLLER_REPORTER.into(),
+                    instance: Some("replica-a".into()),
+                },
+                surveyor::events::Budget::new(
+                    10,
+                    Duration::from_secs(6),
+                    std::time::Instant::now(),
+                ),
+                m.event_counters(),
+            )
+        });
         controller::run(
             client,
             sources,
             leadership.receiver(),
             pace,
             m,
+            events,
             async move {
                 let _ = stopped.await;
             },

@@ -979,6 +979,8 @@ pub struct Options {
     pub dra: Option<SliceOptions>,
     /// `--dra`: what the kubelet says of the plugin (the test sends it).
     pub kubelet: Option<tokio::sync::watch::Receiver<surveyor::kubelet::Registration>>,
+    /// Events, within this budget's burst and refill (none without).
+    pub events: Option<(u32, Duration)>,
 }
 
 impl Default for Options {
@@ -990,6 +992,7 @@ impl Default for Options {
             node_wait: Duration::from_secs(30),
             dra: None,
             kubelet: None,
+            events: None,
         }
     }
 }
@@ -1070,6 +1073,7 @@ pub fn run_agent<F, Fut>(
     let ns = node.name.clone();
     node.block_on(move || async move {
         let client = api.serve();
+        let client_for_events = client.clone();
         let metrics = Arc::new(Metrics::new());
         let (store, remembered) = cluster::remembered(&state, "node1");
         let config = Config {
@@ -1108,6 +1112,18 @@ pub fn run_agent<F, Fut>(
             node_wait: options.node_wait,
             sharing,
             kubelet: options.kubelet,
+            events: options.events.map(|(burst, refill)| {
+                let metrics = Metrics::new();
+                surveyor::events::Events::spawn(
+                    client_for_events.clone(),
+                    kube::runtime::events::Reporter {
+                        controller: surveyor::cli::agent::AGENT_REPORTER.into(),
+                        instance: Some("node1".into()),
+                    },
+                    surveyor::events::Budget::new(burst, refill, std::time::Instant::now()),
+                    metrics.event_counters(),
+                )
+            }),
         });
         let mut agent = Agent::start(config, metrics).await.unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
