@@ -3,7 +3,11 @@
 //! 1. Parser throughput, single core, over the real frames captured from
 //!    lldpd (fixtures/lldp), against a bare walk over the same TLV headers
 //!    (the least any parser must do), measured in the same run.
-//! 2. CPU used by `surveyor discover --lldp-wait 10s` listening on two
+//! 2. Decoding per protocol, as the listener does it (which protocol,
+//!    then its decoder, then the published neighbor): real lldpd frames of
+//!    each (fixtures/lldp, fixtures/neighbors) and a Cisco Catalyst's CDPv2
+//!    from the public captures, ns per frame, LLDP's in the same run.
+//! 3. CPU used by `surveyor discover --lldp-wait 10s` listening on two
 //!    silent interfaces: capture must sleep, not spin.
 
 #[path = "../tests/support/mod.rs"]
@@ -20,7 +24,50 @@ const FRAMES_PER_ROUND: usize = 300_000;
 
 fn main() {
     throughput();
+    per_protocol();
     idle_cpu();
+}
+
+/// Median ns per decode of `frames`, round-robin, over ROUNDS rounds.
+fn decode_ns(frames: &[Vec<u8>]) -> f64 {
+    use surveyor::lldp::decode::{Protocols, decode};
+    let all = Protocols::all();
+    let mut rounds = Vec::new();
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        for i in 0..FRAMES_PER_ROUND {
+            black_box(decode(black_box(&frames[i % frames.len()]), all).is_some());
+        }
+        rounds.push(t.elapsed());
+    }
+    median(&rounds).as_nanos() as f64 / FRAMES_PER_ROUND as f64
+}
+
+fn per_protocol() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/neighbors");
+    let read = |n: &str| std::fs::read(dir.join(format!("{n}.bin"))).expect("fixture");
+    let cisco: Vec<Vec<u8>> =
+        support::pcap::frames(&support::pcap::captures_dir().join("LLDP_and_CDP.pcap"))
+            .into_iter()
+            .filter(|f| f.starts_with(&[0x01, 0x00, 0x0c, 0xcc, 0xcc, 0xcc]))
+            .take(1)
+            .collect();
+    let lldp = decode_ns(&fixtures());
+    println!(
+        "\ndecoding one frame (protocol, decoder, published neighbor), median of {ROUNDS} rounds:"
+    );
+    println!("  LLDP, lldpd's frames (baseline)   {lldp:>6.0} ns");
+    for (label, frames) in [
+        ("CDPv1, lldpd's", vec![read("cdpv1")]),
+        ("CDPv2, lldpd's", vec![read("cdpv2")]),
+        ("CDPv2, a Catalyst 3560's (388 B)", cisco),
+        ("EDP, lldpd's", vec![read("edp")]),
+        ("FDP, lldpd's", vec![read("fdp")]),
+        ("SONMP, lldpd's", vec![read("sonmp")]),
+    ] {
+        let ns = decode_ns(&frames);
+        println!("  {label:<33} {ns:>6.0} ns  ({:.2}x LLDP's)", ns / lldp);
+    }
 }
 
 fn fixtures() -> Vec<Vec<u8>> {

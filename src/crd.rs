@@ -115,9 +115,40 @@ pub struct MatchRule {
     /// Least link speed; interfaces of unknown speed do not match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_speed_mbps: Option<u32>,
-    /// What the interface's LLDP neighbor says.
+    /// What the interface's neighbor says, when it spoke LLDP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lldp: Option<LldpMatch>,
+    /// What the interface's neighbor says, whatever protocol it spoke
+    /// (LLDP, CDP, EDP, FDP, SONMP), or one of `protocols`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neighbor: Option<NeighborMatch>,
+}
+
+/// Conditions on the neighbor whatever protocol named it; an interface
+/// without one never matches. The same fields as `lldp`, as each protocol
+/// fills them (CDP/FDP: the device ID is the system name and chassis ID;
+/// EDP: the display name; SONMP: the switch's IP address).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NeighborMatch {
+    /// Only neighbors heard over these protocols (any when absent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protocols: Vec<crate::inventory::Protocol>,
+    /// Glob over the switch's system name ("tor-green-*").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_name: Option<String>,
+    /// Glob over the chassis ID value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chassis_id: Option<String>,
+    /// Glob over the port ID value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_id: Option<String>,
+    /// Glob over the port description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_description: Option<String>,
+    /// The port's PVID (CDP's native VLAN) or one of its advertised VLANs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan_id: Option<u16>,
 }
 
 /// Conditions on the LLDP neighbor; an interface without one never matches.
@@ -268,9 +299,11 @@ pub fn crds() -> Vec<serde_json::Value> {
             items["pattern"] = json!(pattern);
         }
     }
-    for field in ["systemName", "chassisId", "portId", "portDescription"] {
-        if let Some(s) = schema(&mut network_map, &[&rule[..], &["lldp", field]].concat()) {
-            s["pattern"] = json!(GLOB_PATTERN);
+    for block in ["lldp", "neighbor"] {
+        for field in ["systemName", "chassisId", "portId", "portDescription"] {
+            if let Some(s) = schema(&mut network_map, &[&rule[..], &[block, field]].concat()) {
+                s["pattern"] = json!(GLOB_PATTERN);
+            }
         }
     }
     // A map must say how to find its device, and a rule must hold a
@@ -292,15 +325,25 @@ pub fn crds() -> Vec<serde_json::Value> {
             }
         }
     }
-    if let Some(l) = schema(&mut network_map, &["spec", "match", "lldp"]) {
-        l["minProperties"] = json!(1);
+    for block in ["lldp", "neighbor"] {
+        if let Some(l) = schema(&mut network_map, &["spec", "match", block]) {
+            l["minProperties"] = json!(1);
+        }
+    }
+    if let Some(p) = schema(
+        &mut network_map,
+        &["spec", "match", "neighbor", "protocols"],
+    ) {
+        p["minItems"] = json!(1);
     }
     if let Some(i) = schema(&mut network_map, &["spec", "interfaces"]) {
         i["minItems"] = json!(1);
     }
-    if let Some(vlan) = schema(&mut network_map, &["spec", "match", "lldp", "vlanId"]) {
-        vlan["minimum"] = json!(1);
-        vlan["maximum"] = json!(4094);
+    for block in ["lldp", "neighbor"] {
+        if let Some(vlan) = schema(&mut network_map, &["spec", "match", block, "vlanId"]) {
+            vlan["minimum"] = json!(1);
+            vlan["maximum"] = json!(4094);
+        }
     }
     if let Some(items) =
         schema(&mut network_map, &["spec", "interfaces"]).and_then(|s| s.get_mut("items"))

@@ -403,6 +403,7 @@ mod tests {
         let mut i = Interface::new(name, 2, LinkKind::Physical);
         i.speed_mbps = speed;
         i.lldp = switch.map(|s| Neighbor {
+            protocol: crate::inventory::Protocol::Lldp,
             chassis_id: TypedId {
                 subtype: "mac".into(),
                 value: "02:00:00:00:00:01".into(),

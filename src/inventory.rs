@@ -54,7 +54,9 @@ pub struct Interface {
     pub speed_mbps: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duplex: Option<Duplex>,
-    /// The LLDP neighbor seen on this interface, when one is.
+    /// The switch port this interface is cabled to, as its neighbor
+    /// protocol (LLDP, CDP, EDP, FDP, SONMP; `protocol` says which) announced
+    /// it, when one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lldp: Option<Neighbor>,
     /// The semantic networks this interface serves on this node.
@@ -227,12 +229,85 @@ pub enum Duplex {
     Half,
 }
 
-/// The LLDP neighbor of an interface: the switch and port it is cabled to.
+/// The protocol a neighbor announced itself with. The order is the
+/// preference when one interface hears several (lldpd's: LLDP first).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// IEEE 802.1AB.
+    #[default]
+    Lldp,
+    /// Cisco Discovery Protocol, v1 and v2.
+    Cdp,
+    /// Extreme Discovery Protocol.
+    Edp,
+    /// Foundry Discovery Protocol.
+    Fdp,
+    /// SynOptics/Nortel Network Management Protocol.
+    Sonmp,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 5] = [
+        Protocol::Lldp,
+        Protocol::Cdp,
+        Protocol::Edp,
+        Protocol::Fdp,
+        Protocol::Sonmp,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Lldp => "lldp",
+            Protocol::Cdp => "cdp",
+            Protocol::Edp => "edp",
+            Protocol::Fdp => "fdp",
+            Protocol::Sonmp => "sonmp",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Protocol::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("unknown neighbor protocol {s:?} (lldp, cdp, edp, fdp, sonmp)"))
+    }
+}
+
+/// The neighbor of an interface: the switch and port it is cabled to, as
+/// the protocol it spoke named them.
 ///
 /// Holds nothing time-varying, so it changes only when the neighbor does.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Neighbor {
+    /// Which protocol announced it (neighbors saved before there was a
+    /// choice were LLDP's).
+    #[serde(default)]
+    pub protocol: Protocol,
     pub chassis_id: TypedId,
     pub port_id: TypedId,
     #[serde(default, skip_serializing_if = "Option::is_none")]

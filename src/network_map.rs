@@ -10,9 +10,9 @@ use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::core::{Selector, SelectorExt as _};
 
-use crate::crd::{LldpMatch, MatchRule, NetworkMap, NodeInterface};
+use crate::crd::{LldpMatch, MatchRule, NeighborMatch, NetworkMap, NodeInterface};
 use crate::discovery::sysfs::is_pci_address;
-use crate::inventory::{Interface, Neighbor};
+use crate::inventory::{Interface, Neighbor, Protocol};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MapError {
@@ -60,6 +60,11 @@ pub enum MapError {
         "spec.match.lldp sets no condition, so it would select any interface with an LLDP neighbor; give one (systemName, chassisId, portId, portDescription, vlanId), e.g. systemName: \"*\" for any neighbor"
     )]
     EmptyLldp,
+    #[error(
+        "spec.match.neighbor sets no condition, so it would select any interface with a neighbor; give one (protocols, systemName, chassisId, portId, portDescription, vlanId)"
+    )]
+    EmptyNeighbor,
+
     #[error("{}", unknown_fields_message(.0))]
     UnknownFields(Vec<String>),
 }
@@ -179,7 +184,8 @@ struct Rule {
     pci_ids: Option<GlobSet>,
     cidrs: Vec<IpNet>,
     min_speed_mbps: Option<u32>,
-    lldp: Option<LldpRule>,
+    lldp: Option<NeighborRule>,
+    neighbor: Option<NeighborRule>,
 }
 
 /// The first `spec.match` condition an interface fails: the field as the
@@ -210,8 +216,14 @@ impl fmt::Display for Mismatch {
     }
 }
 
+/// `spec.match.lldp` (LLDP's neighbors only) or `spec.match.neighbor`
+/// (any protocol's, or those listed).
 #[derive(Debug, Clone, Default)]
-struct LldpRule {
+struct NeighborRule {
+    /// How failures are named: `lldp` or `neighbor`.
+    block: &'static str,
+    /// Empty: any.
+    protocols: Vec<Protocol>,
     system_name: Option<GlobMatcher>,
     chassis_id: Option<GlobMatcher>,
     port_id: Option<GlobMatcher>,
@@ -233,6 +245,11 @@ impl CompiledMap {
             Some(m) if *m == MatchRule::default() => return Err(MapError::EmptyMatch),
             Some(MatchRule { lldp: Some(l), .. }) if *l == LldpMatch::default() => {
                 return Err(MapError::EmptyLldp);
+            }
+            Some(MatchRule {
+                neighbor: Some(n), ..
+            }) if *n == NeighborMatch::default() => {
+                return Err(MapError::EmptyNeighbor);
             }
             _ => {}
         }
@@ -371,6 +388,7 @@ fn rule(m: &MatchRule) -> Result<Rule, MapError> {
         cidrs: m.cidrs.iter().map(|c| cidr(c)).collect::<Result<_, _>>()?,
         min_speed_mbps: m.min_speed_mbps,
         lldp: m.lldp.as_ref().map(lldp_rule).transpose()?,
+        neighbor: m.neighbor.as_ref().map(neighbor_rule).transpose()?,
     })
 }
 
@@ -418,13 +436,27 @@ fn cidr(value: &str) -> Result<IpNet, MapError> {
     Ok(net)
 }
 
-fn lldp_rule(l: &LldpMatch) -> Result<LldpRule, MapError> {
-    Ok(LldpRule {
+fn lldp_rule(l: &LldpMatch) -> Result<NeighborRule, MapError> {
+    Ok(NeighborRule {
+        block: "lldp",
+        protocols: vec![Protocol::Lldp],
         system_name: matcher("spec.match.lldp.systemName", &l.system_name)?,
         chassis_id: matcher("spec.match.lldp.chassisId", &l.chassis_id)?,
         port_id: matcher("spec.match.lldp.portId", &l.port_id)?,
         port_description: matcher("spec.match.lldp.portDescription", &l.port_description)?,
         vlan_id: l.vlan_id,
+    })
+}
+
+fn neighbor_rule(n: &NeighborMatch) -> Result<NeighborRule, MapError> {
+    Ok(NeighborRule {
+        block: "neighbor",
+        protocols: n.protocols.clone(),
+        system_name: matcher("spec.match.neighbor.systemName", &n.system_name)?,
+        chassis_id: matcher("spec.match.neighbor.chassisId", &n.chassis_id)?,
+        port_id: matcher("spec.match.neighbor.portId", &n.port_id)?,
+        port_description: matcher("spec.match.neighbor.portDescription", &n.port_description)?,
+        vlan_id: n.vlan_id,
     })
 }
 
@@ -487,11 +519,20 @@ impl Rule {
                 return fail("minSpeedMbps");
             }
         }
-        match (&self.lldp, &i.lldp) {
-            (None, _) => None,
-            (Some(_), None) => fail("lldp (no neighbor)"),
-            (Some(rule), Some(n)) => rule.first_failure(n).map(Mismatch::field),
+        for rule in [&self.lldp, &self.neighbor].into_iter().flatten() {
+            let failed = match &i.lldp {
+                None => Some(Mismatch::field(if rule.block == "lldp" {
+                    "lldp (no neighbor)"
+                } else {
+                    "neighbor (no neighbor)"
+                })),
+                Some(n) => rule.first_failure(n),
+            };
+            if failed.is_some() {
+                return failed;
+            }
         }
+        None
     }
 }
 
@@ -511,26 +552,41 @@ fn cidr_detail(addresses: &[IpNet], cidrs: &[IpNet]) -> String {
     format!("{} not in {}", list(addresses), list(cidrs))
 }
 
-impl LldpRule {
-    fn first_failure(&self, n: &Neighbor) -> Option<&'static str> {
+impl NeighborRule {
+    fn first_failure(&self, n: &Neighbor) -> Option<Mismatch> {
+        let lldp = self.block == "lldp";
+        let field = |lldp_name: &'static str, neighbor_name: &'static str| {
+            Some(Mismatch::field(if lldp {
+                lldp_name
+            } else {
+                neighbor_name
+            }))
+        };
+        if !self.protocols.is_empty() && !self.protocols.contains(&n.protocol) {
+            let field = if lldp { "lldp" } else { "neighbor.protocols" };
+            return Some(Mismatch {
+                field,
+                detail: Some(format!("the neighbor speaks {}", n.protocol)),
+            });
+        }
         let hit = |m: &Option<GlobMatcher>, v: Option<&str>| {
             m.as_ref().is_none_or(|m| v.is_some_and(|v| m.is_match(v)))
         };
         if !hit(&self.system_name, n.system_name.as_deref()) {
-            return Some("lldp.systemName");
+            return field("lldp.systemName", "neighbor.systemName");
         }
         if !hit(&self.chassis_id, Some(&n.chassis_id.value)) {
-            return Some("lldp.chassisId");
+            return field("lldp.chassisId", "neighbor.chassisId");
         }
         if !hit(&self.port_id, Some(&n.port_id.value)) {
-            return Some("lldp.portId");
+            return field("lldp.portId", "neighbor.portId");
         }
         if !hit(&self.port_description, n.port_description.as_deref()) {
-            return Some("lldp.portDescription");
+            return field("lldp.portDescription", "neighbor.portDescription");
         }
         if let Some(id) = self.vlan_id {
             if n.pvid != Some(id) && !n.vlans.iter().any(|v| v.id == id) {
-                return Some("lldp.vlanId");
+                return field("lldp.vlanId", "neighbor.vlanId");
             }
         }
         None
@@ -564,6 +620,7 @@ mod tests {
         i.alias = Some("green-uplink".into());
         i.alt_names = vec!["enp59s0f1".into()];
         i.lldp = Some(Neighbor {
+            protocol: crate::inventory::Protocol::Lldp,
             chassis_id: TypedId {
                 subtype: "mac".into(),
                 value: "00:11:22:33:44:55".into(),
@@ -659,6 +716,72 @@ mod tests {
                 assert!(m.matches(&i));
             }
         }
+    }
+
+    /// `neighbor` takes a switch whatever protocol named it (or those
+    /// listed); `lldp` keeps meaning LLDP, and says so when the neighbor
+    /// spoke another.
+    #[test]
+    fn neighbor_rules_take_any_protocol_and_lldp_rules_only_lldp() {
+        let mut cdp = iface("eth1");
+        if let Some(n) = &mut cdp.lldp {
+            n.protocol = Protocol::Cdp;
+        }
+        let lldp = iface("eth1");
+        let failure = |rule: &str, i: &Interface| {
+            compiled(&format!("{HEAD}spec:\n  match: {rule}\n"))
+                .rule
+                .unwrap()
+                .first_failure(i)
+                .map(|m| m.to_string())
+        };
+        for i in [&cdp, &lldp] {
+            assert_eq!(failure("{neighbor: {systemName: 'tor-green-*'}}", i), None);
+            assert_eq!(
+                failure("{neighbor: {vlanId: 100, portId: 'Ethernet1/*'}}", i),
+                None
+            );
+            assert_eq!(
+                failure("{neighbor: {systemName: 'tor-red-*'}}", i).as_deref(),
+                Some("neighbor.systemName")
+            );
+        }
+        assert_eq!(
+            failure("{lldp: {systemName: 'tor-green-*'}}", &cdp).as_deref(),
+            Some("lldp: the neighbor speaks cdp")
+        );
+        assert_eq!(failure("{neighbor: {protocols: [cdp, fdp]}}", &cdp), None);
+        assert_eq!(
+            failure("{neighbor: {protocols: [edp], systemName: '*'}}", &cdp).as_deref(),
+            Some("neighbor.protocols: the neighbor speaks cdp")
+        );
+        let mut none = iface("eth1");
+        none.lldp = None;
+        assert_eq!(
+            failure("{neighbor: {systemName: '*'}}", &none).as_deref(),
+            Some("neighbor (no neighbor)")
+        );
+        let e = CompiledMap::compile(&map(&format!("{HEAD}spec:\n  match: {{neighbor: {{}}}}\n")))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("spec.match.neighbor sets no condition"),
+            "{e}"
+        );
+        let e = CompiledMap::compile(&map(&format!(
+            "{HEAD}spec:\n  match: {{neighbor: {{systemName: 'a[b'}}}}\n"
+        )))
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("spec.match.neighbor.systemName"),
+            "{e}"
+        );
+        assert!(
+            parse_documents(&format!(
+                "{HEAD}spec:\n  match: {{neighbor: {{protocols: [ipx]}}}}\n"
+            ))
+            .is_err()
+        );
     }
 
     #[test]

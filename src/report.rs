@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::inventory::{Interface, neighbor_label};
+use crate::inventory::{Interface, Protocol, neighbor_label};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -61,7 +61,7 @@ fn first_address(i: &Interface) -> String {
 }
 
 /// An aligned table. The ADDRESS column appears once any interface has an
-/// address, the NEIGHBOR column once any has an LLDP neighbor.
+/// address, the NEIGHBOR column once any has a neighbor.
 pub fn table(interfaces: &[Interface]) -> String {
     let with_address = interfaces.iter().any(|i| !i.addresses.is_empty());
     let with_neighbor = interfaces.iter().any(|i| i.lldp.is_some());
@@ -93,7 +93,11 @@ pub fn table(interfaces: &[Interface]) -> String {
                 row.push(first_address(i));
             }
             if with_neighbor {
-                row.push(i.lldp.as_ref().map(neighbor_label).unwrap_or_else(dash));
+                // LLDP's plain, another protocol's named.
+                row.push(i.lldp.as_ref().map_or_else(dash, |n| match n.protocol {
+                    Protocol::Lldp => neighbor_label(n),
+                    p => format!("{} ({p})", neighbor_label(n)),
+                }));
             }
             row
         })

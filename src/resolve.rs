@@ -265,6 +265,7 @@ mod tests {
         i.carrier = up;
         i.mac = Some(format!("52:54:00:00:00:{index:02x}"));
         i.lldp = switch.map(|s| Neighbor {
+            protocol: crate::inventory::Protocol::Lldp,
             chassis_id: TypedId {
                 subtype: "local".into(),
                 value: s.into(),

@@ -59,3 +59,34 @@ fn acceptance_switch_fixture_has_every_field() {
     );
     assert_eq!(n.ttl_seconds, 4);
 }
+
+/// The frames lldpd sends as a switch speaking only CDPv1, CDPv2, EDP,
+/// FDP or SONMP (fixtures/neighbors, `capture.sh` makes them again).
+#[test]
+fn lldpd_s_other_protocols_decode_to_its_switch() {
+    use surveyor::inventory::Protocol;
+    use surveyor::lldp::decode::{Protocols, decode};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/neighbors");
+    for (file, protocol, name, port) in [
+        ("cdpv1", Protocol::Cdp, "tor-green-01", "swp1"),
+        ("cdpv2", Protocol::Cdp, "tor-green-01", "swp1"),
+        ("edp", Protocol::Edp, "tor-green-01", "slot/port"),
+        ("fdp", Protocol::Fdp, "tor-green-01", "swp1"),
+        ("sonmp", Protocol::Sonmp, "192.0.2.10", "00-00-"),
+    ] {
+        let frame = std::fs::read(dir.join(format!("{file}.bin"))).unwrap();
+        let d = decode(&frame, Protocols::all()).unwrap_or_else(|| panic!("{file}: not decoded"));
+        let n = d.result.unwrap_or_else(|e| panic!("{file}: {e}")).neighbor;
+        assert_eq!(n.protocol, protocol, "{file}");
+        assert_eq!(n.system_name.as_deref(), Some(name), "{file}");
+        match port {
+            "slot/port" => assert!(n.port_id.value.contains('/'), "{file}: {}", n.port_id.value),
+            prefix => assert!(
+                n.port_id.value.starts_with(prefix),
+                "{file}: {}",
+                n.port_id.value
+            ),
+        }
+        assert_eq!(d.source, [0x02, 0x5e, 0, 0, 0, 7], "{file}");
+    }
+}

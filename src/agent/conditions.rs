@@ -92,7 +92,7 @@ pub fn conditions(previous: &[Condition], facts: &Facts, now: &Time) -> Vec<Cond
         (false, _) => (
             "False",
             "Disabled",
-            "the agent runs with --no-lldp".to_string(),
+            "the agent runs with --no-lldp: no neighbor protocol is listened for".to_string(),
         ),
         (true, 0) => (
             "False",

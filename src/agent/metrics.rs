@@ -31,6 +31,17 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabel {
+    pub protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectedLabel {
+    pub protocol: &'static str,
+    pub reason: &'static str,
+}
+
 /// Everything the agent counts. Counters only go up; the agent adds what
 /// its components counted since the last look.
 pub struct Metrics {
@@ -44,6 +55,8 @@ pub struct Metrics {
     pub netlink_events: Counter,
     pub lldp_frames: Counter,
     pub lldp_rejected: Family<ReasonLabel, Counter>,
+    pub neighbor_frames: Family<ProtocolLabel, Counter>,
+    pub neighbor_rejected: Family<RejectedLabel, Counter>,
     pub snapshot_writes: Counter,
     pub state_errors: Counter,
     pub dra_left_out: Gauge,
@@ -75,6 +88,8 @@ impl Metrics {
             netlink_events: Counter::default(),
             lldp_frames: Counter::default(),
             lldp_rejected: Family::default(),
+            neighbor_frames: Family::default(),
+            neighbor_rejected: Family::default(),
             snapshot_writes: Counter::default(),
             state_errors: Counter::default(),
             dra_left_out: Gauge::default(),
@@ -93,7 +108,7 @@ impl Metrics {
         );
         r.register(
             "lldp_neighbors",
-            "Surveyed interfaces with an LLDP neighbor",
+            "Surveyed interfaces with a neighbor (LLDP, CDP, EDP, FDP or SONMP)",
             m.neighbors.clone(),
         );
         r.register(
@@ -125,6 +140,16 @@ impl Metrics {
             "lldp_frames_rejected",
             "LLDP frames refused, by reason (truncated, missing_tlv, misordered, duplicate_tlv, bad_length, empty_id, ...)",
             m.lldp_rejected.clone(),
+        );
+        r.register(
+            "neighbor_frames",
+            "Neighbor protocol frames received, by protocol (lldp, cdp, edp, fdp, sonmp)",
+            m.neighbor_frames.clone(),
+        );
+        r.register(
+            "neighbor_frames_rejected",
+            "Neighbor protocol frames refused, by protocol and reason",
+            m.neighbor_rejected.clone(),
         );
         r.register(
             "dra_left_out",

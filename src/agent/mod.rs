@@ -36,7 +36,7 @@ use tokio::time::Instant;
 use crate::crd::{self, NodeSurveyStatus, Summary};
 use crate::discovery::{Discovery, DiscoveryError};
 use crate::events::{Events, Notice, reference};
-use crate::inventory::{Change, Interface, neighbor_label};
+use crate::inventory::{Change, Interface, Protocol, neighbor_label};
 use crate::kubelet::Registration;
 use crate::lldp::Lldp;
 use crate::resolve::{self, Resolution};
@@ -48,7 +48,7 @@ use self::cluster::{MapEvents, NodeEvents};
 use self::conditions::{Dra, Facts, MapsFrom, Sharing};
 use self::map_store::MapStore;
 use self::maps_dir::{DirEvent, LoadedMap, MapsDir, MapsDirError};
-use self::metrics::{Metrics, ReasonLabel, StateLabel, catch_up};
+use self::metrics::{Metrics, ProtocolLabel, ReasonLabel, RejectedLabel, StateLabel, catch_up};
 use self::writer::Desired;
 
 /// How long after the first change the agent waits for more before it
@@ -81,7 +81,9 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
     pub state_dir: PathBuf,
     pub filter: SurveyFilter,
+    /// Whether to listen for neighbors, and for which protocols.
     pub lldp: bool,
+    pub protocols: crate::lldp::Protocols,
 }
 
 /// Parses `k=v,k2=v2` (empty: no labels).
@@ -217,7 +219,7 @@ impl Agent {
             .collect();
         let conditions = survey.map(|s| s.conditions).unwrap_or_default();
         let mut agent = Agent {
-            lldp: config.lldp.then(Lldp::new),
+            lldp: config.lldp.then(|| Lldp::with(config.protocols)),
             config,
             discovery,
             maps: Vec::new(),
@@ -239,7 +241,7 @@ impl Agent {
             let interfaces = agent.discovery.interfaces();
             let n = restore::restore(saved, &agent.config.node, lldp, &interfaces);
             if n > 0 {
-                tracing::info!("restored {n} LLDP neighbor(s) from neighbors.json");
+                tracing::info!("restored {n} neighbor(s) from neighbors.json");
             }
         }
         agent.follow_links();
@@ -265,7 +267,7 @@ impl Agent {
                     .surveyed(ifindex)
                     .map_or("?", |i| i.name.as_str());
                 tracing::info!(
-                    "{name}: LLDP neighbor forgotten (link down or gone: the cable may have moved)"
+                    "{name}: neighbor forgotten (link down or gone: the cable may have moved)"
                 );
             }
         }
@@ -426,12 +428,27 @@ impl Agent {
         catch_up(&m.netlink_events, self.discovery.stats().events);
         if let Some(lldp) = &self.lldp {
             let stats = lldp.stats();
-            catch_up(&m.lldp_frames, stats.frames);
-            for (reason, count) in &stats.rejected {
-                catch_up(
-                    &m.lldp_rejected.get_or_create(&ReasonLabel { reason }),
-                    *count,
-                );
+            for (protocol, count) in &stats.frames {
+                let label = ProtocolLabel {
+                    protocol: protocol.as_str(),
+                };
+                catch_up(&m.neighbor_frames.get_or_create(&label), *count);
+                if *protocol == Protocol::Lldp {
+                    catch_up(&m.lldp_frames, *count);
+                }
+            }
+            for ((protocol, reason), count) in &stats.rejected {
+                let label = RejectedLabel {
+                    protocol: protocol.as_str(),
+                    reason,
+                };
+                catch_up(&m.neighbor_rejected.get_or_create(&label), *count);
+                if *protocol == Protocol::Lldp {
+                    catch_up(
+                        &m.lldp_rejected.get_or_create(&ReasonLabel { reason }),
+                        *count,
+                    );
+                }
             }
         }
         catch_up(&m.snapshot_writes, self.state.writes());
@@ -501,7 +518,7 @@ impl Agent {
         // expiries as they stand, so the next one resolves as this one did.
         if self.lldp.is_some() {
             if let Err(e) = self.save_neighbors() {
-                tracing::warn!("cannot save the LLDP neighbors on the way out: {e}");
+                tracing::warn!("cannot save the neighbors on the way out: {e}");
             }
         }
         Ok(())
@@ -786,8 +803,12 @@ impl Agent {
             .surveyed(ifindex)
             .map_or("?", |i| i.name.as_str());
         match self.lldp.as_ref().and_then(|l| l.neighbor(ifindex)) {
-            Some(n) => tracing::info!("{name}: LLDP neighbor {}", neighbor_label(n)),
-            None => tracing::info!("{name}: LLDP neighbor gone"),
+            Some(n) => tracing::info!(
+                "{name}: {} neighbor {}",
+                n.protocol.as_str().to_uppercase(),
+                neighbor_label(n)
+            ),
+            None => tracing::info!("{name}: neighbor gone"),
         }
     }
 }

@@ -96,6 +96,7 @@ mod tests {
 
     fn neighbor(name: &str) -> Neighbor {
         Neighbor {
+            protocol: crate::inventory::Protocol::Lldp,
             chassis_id: TypedId {
                 subtype: "local".into(),
                 value: name.into(),

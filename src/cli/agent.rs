@@ -41,9 +41,12 @@ pub struct AgentArgs {
     /// Kubeconfig to reach the cluster [default: in-cluster config, else $KUBECONFIG or ~/.kube/config].
     #[arg(long, value_name = "PATH", conflicts_with = "standalone")]
     pub kubeconfig: Option<PathBuf>,
-    /// Do not listen for LLDP (no neighbors; lldp.* match rules never hold).
-    #[arg(long)]
+    /// Do not listen for neighbor protocols at all: LLDP, CDP, EDP, FDP,
+    /// SONMP (no neighbors; lldp.* and neighbor.* match rules never hold).
+    #[arg(long, conflicts_with = "neighbor_protocols")]
     pub no_lldp: bool,
+    #[command(flatten)]
+    pub neighbors: super::NeighborArgs,
     #[command(flatten)]
     pub survey: SurveyArgs,
     /// Labels of this node for spec.nodeSelector, e.g. rack=r1,zone=a
@@ -97,6 +100,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         state_dir: args.state_dir.clone(),
         filter: args.survey.filter()?,
         lldp: !args.no_lldp,
+        protocols: args.neighbors.protocols(),
     };
     super::runtime()?.block_on(async {
         // First: a SIGTERM during start-up stops the agent cleanly too.

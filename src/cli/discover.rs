@@ -20,11 +20,13 @@ pub struct DiscoverArgs {
     pub output: Format,
     #[command(flatten)]
     pub survey: SurveyArgs,
-    /// Listen up to DUR for LLDP neighbors on the surveyed interfaces that
-    /// are up (stops early once each has one), e.g. 4s. Switches usually
-    /// send every 30 s.
+    /// Listen up to DUR for neighbors (LLDP, CDP, EDP, FDP, SONMP) on the
+    /// surveyed interfaces that are up (stops early once each has one),
+    /// e.g. 4s. Switches usually send every 30 s (CDP every 60 s).
     #[arg(long, value_name = "DUR", value_parser = super::parse_duration)]
     pub lldp_wait: Option<Duration>,
+    #[command(flatten)]
+    pub neighbors: super::NeighborArgs,
     /// Node name reported in JSON/YAML output [default: $NODE_NAME, else the hostname].
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
@@ -42,7 +44,7 @@ pub fn run(args: DiscoverArgs) -> anyhow::Result<()> {
             .context("reading this namespace's links over netlink")?;
         let mut interfaces = discovery.interfaces();
         if let Some(wait) = args.lldp_wait.filter(|w| !w.is_zero()) {
-            let mut lldp = Lldp::new();
+            let mut lldp = Lldp::with(args.neighbors.protocols());
             lldp.set_own_macs(
                 discovery
                     .inventory()
@@ -88,7 +90,7 @@ pub fn run(args: DiscoverArgs) -> anyhow::Result<()> {
 async fn listen(lldp: &mut Lldp, wait: Duration) {
     let listening: Vec<u32> = lldp.listening().collect();
     if listening.is_empty() {
-        eprintln!("surveyor: no surveyed interface is up; not listening for LLDP");
+        eprintln!("surveyor: no surveyed interface is up; not listening for neighbors");
         return;
     }
     let tty = std::io::stderr().is_terminal();
@@ -107,7 +109,8 @@ async fn listen(lldp: &mut Lldp, wait: Duration) {
             _ = tick.tick(), if tty => {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 eprint!(
-                    "\rlistening for LLDP: {heard}/{} interfaces have a neighbor, {:.0}s left ",
+                    "\rlistening for {}: {heard}/{} interfaces have a neighbor, {:.0}s left ",
+                    lldp.protocols(),
                     listening.len(),
                     left.as_secs_f64().ceil()
                 );
@@ -128,7 +131,7 @@ fn silence_hints(interfaces: &[Interface], lldp: &Lldp, wait: Duration) -> Vec<S
     for i in interfaces.iter().filter(|i| i.is_up() && i.lldp.is_none()) {
         match lldp.rejected_on(i.index) {
             Some(r) => hints.push(format!(
-                "{} LLDP frame(s) heard on {} were rejected (last: {}); the neighbor sends frames this receiver cannot use",
+                "{} frame(s) heard on {} were rejected (last: {}); the neighbor sends frames this receiver cannot use",
                 r.count, i.name, r.last
             )),
             None => silent.push(i.name.as_str()),
@@ -136,8 +139,9 @@ fn silence_hints(interfaces: &[Interface], lldp: &Lldp, wait: Duration) -> Vec<S
     }
     if !silent.is_empty() {
         hints.push(format!(
-            "no LLDP neighbor heard within {wait:?} on {} (is LLDP enabled on the switch port? try a longer --lldp-wait)",
-            silent.join(", ")
+            "no neighbor heard within {wait:?} on {} (listening for {}: is one of them enabled on the switch port? try a longer --lldp-wait)",
+            silent.join(", "),
+            lldp.protocols()
         ));
     }
     hints

@@ -130,6 +130,30 @@ impl SurveyArgs {
     }
 }
 
+/// Which neighbor protocols are listened for; shared by `discover` and
+/// `agent`.
+#[derive(Clone, Debug, Args)]
+pub struct NeighborArgs {
+    /// Listen only for these neighbor protocols (comma-separated: lldp,
+    /// cdp, edp, fdp, sonmp) [default: all five].
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_protocol)]
+    pub neighbor_protocols: Vec<crate::inventory::Protocol>,
+}
+
+impl NeighborArgs {
+    pub fn protocols(&self) -> crate::lldp::Protocols {
+        if self.neighbor_protocols.is_empty() {
+            crate::lldp::Protocols::all()
+        } else {
+            self.neighbor_protocols.iter().copied().collect()
+        }
+    }
+}
+
+fn parse_protocol(s: &str) -> Result<crate::inventory::Protocol, String> {
+    s.parse()
+}
+
 /// Parses a duration: `4s`, `500ms`, `2m`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();

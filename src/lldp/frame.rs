@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::inventory::{Neighbor, TypedId, Vlan, format_mac};
+use crate::inventory::{Neighbor, Protocol, TypedId, Vlan, format_mac};
 
 pub const ETHERTYPE_LLDP: u16 = 0x88cc;
 const ETHERTYPE_VLAN: u16 = 0x8100;
@@ -144,6 +144,7 @@ impl Lldpdu {
     /// neighbor and the networks it carries.
     pub fn neighbor(&self) -> Neighbor {
         Neighbor {
+            protocol: Protocol::Lldp,
             chassis_id: self.chassis_id.clone(),
             port_id: self.port_id.clone(),
             system_name: self.system_name.clone(),
@@ -206,7 +207,14 @@ pub fn parse_lldpdu(buf: &[u8]) -> Result<Lldpdu, FrameError> {
             }
         }
         match tlv {
-            // The End TLV should be empty; whatever follows it is ignored.
+            // The End TLV is empty (lldpd drops a frame whose End has a
+            // length); whatever follows it is ignored.
+            TLV_END if len != 0 => {
+                return Err(FrameError::BadLength {
+                    what: "End of LLDPDU TLV",
+                    len,
+                });
+            }
             TLV_END => break,
             TLV_CHASSIS_ID if position == 0 => {
                 pdu.chassis_id = id("chassis ID", value, chassis_subtype)?
@@ -263,7 +271,7 @@ const MANDATORY: [(u8, &str); 3] = [
     (TLV_TTL, "TTL"),
 ];
 
-fn be16(buf: &[u8], at: usize) -> Option<u16> {
+pub(crate) fn be16(buf: &[u8], at: usize) -> Option<u16> {
     let b = buf.get(at..at + 2)?;
     Some(u16::from_be_bytes([b[0], b[1]]))
 }
@@ -278,13 +286,13 @@ fn set_once(slot: &mut Option<String>, value: Option<String>) {
 /// strings), bytes that are not UTF-8 (Latin-1 descriptions) become U+FFFD
 /// as lldpd shows them, and an empty string counts as absent (the standard
 /// allows zero-length descriptions).
-fn text(value: &[u8]) -> Option<String> {
+pub(crate) fn text(value: &[u8]) -> Option<String> {
     let end = value.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
     let s = String::from_utf8_lossy(&value[..end]);
     (!s.is_empty()).then(|| s.into_owned())
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
         let _ = write!(out, "{b:02x}");

@@ -1,19 +1,27 @@
-//! LLDP: which switch and port each interface is cabled to.
+//! Neighbor protocols: which switch and port each interface is cabled to,
+//! as LLDP, CDP, EDP, FDP or SONMP say it.
 //!
-//! [`frame`] parses LLDPDUs (pure), [`neighbors`] keeps who each interface
-//! hears until the TTL runs out (pure), [`capture`] owns the AF_PACKET
-//! sockets. [`Lldp`] ties them to the surveyed interfaces.
+//! [`frame`] parses LLDPDUs, [`cdp`] CDP and FDP, [`edp`] EDP, [`sonmp`]
+//! SONMP hellos, [`decode`] tells which a frame is (all pure);
+//! [`neighbors`] keeps who each interface hears until the hold time runs
+//! out (pure), [`capture`] owns the AF_PACKET sockets. [`Lldp`] ties them
+//! to the surveyed interfaces.
 
 pub mod capture;
+pub mod cdp;
+pub mod decode;
+pub mod edp;
 pub mod frame;
 pub mod neighbors;
+pub mod sonmp;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use crate::inventory::{Interface, Neighbor, format_mac};
+use crate::inventory::{Interface, Neighbor, Protocol, format_mac};
 
 use self::capture::{Capture, Received};
+pub use self::decode::Protocols;
 use self::neighbors::Neighbors;
 
 /// How long a listener that failed waits before it is opened again.
@@ -22,10 +30,10 @@ const REOPEN_AFTER: Duration = Duration::from_secs(1);
 /// Counters for metrics and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LldpStats {
-    /// Well-formed LLDPDUs from other systems.
-    pub frames: u64,
-    /// Frames refused, by [`frame::FrameError::reason`].
-    pub rejected: BTreeMap<&'static str, u64>,
+    /// Well-formed frames from other systems, by protocol.
+    pub frames: BTreeMap<Protocol, u64>,
+    /// Frames refused, by protocol and reason.
+    pub rejected: BTreeMap<(Protocol, &'static str), u64>,
     /// Frames sent from one of this node's own MACs (dropped).
     pub own: u64,
     /// Listeners that failed and were opened again.
@@ -44,6 +52,7 @@ pub struct Rejected {
 /// neighbors.
 #[derive(Default)]
 pub struct Lldp {
+    protocols: Protocols,
     capture: Capture,
     neighbors: Neighbors,
     own_macs: HashSet<String>,
@@ -55,9 +64,30 @@ pub struct Lldp {
     stats: LldpStats,
 }
 
+impl Default for Protocols {
+    fn default() -> Self {
+        Protocols::all()
+    }
+}
+
 impl Lldp {
+    /// Listening for every protocol.
     pub fn new() -> Self {
-        Self::default()
+        Self::with(Protocols::all())
+    }
+
+    /// Listening for `protocols`.
+    pub fn with(protocols: Protocols) -> Self {
+        Lldp {
+            protocols,
+            capture: Capture::new(protocols),
+            ..Self::default()
+        }
+    }
+
+    /// What is listened for.
+    pub fn protocols(&self) -> Protocols {
+        self.protocols
     }
 
     pub fn stats(&self) -> &LldpStats {
@@ -145,7 +175,10 @@ impl Lldp {
 
     fn open(&mut self, ifindex: u32, name: &str) {
         if let Err(e) = self.capture.listen(ifindex, name) {
-            tracing::warn!("cannot listen for LLDP on {name}: {e} (needs CAP_NET_RAW)");
+            tracing::warn!(
+                "cannot listen for {} on {name}: {e} (needs CAP_NET_RAW)",
+                self.protocols
+            );
         }
     }
 
@@ -190,7 +223,7 @@ impl Lldp {
     fn ended(&mut self, ifindex: u32, error: &str, now: Instant) {
         if let Some(name) = self.wanted.get(&ifindex) {
             tracing::warn!(
-                "{name}: LLDP listener failed ({error}); opening it again in {REOPEN_AFTER:?}"
+                "{name}: neighbor listener failed ({error}); opening it again in {REOPEN_AFTER:?}"
             );
             self.reopen.insert(ifindex, now + REOPEN_AFTER);
         }
@@ -214,35 +247,35 @@ impl Lldp {
 
     /// Applies one heard frame; the interface when its neighbor changed.
     fn hear(&mut self, heard: capture::Heard, now: Instant) -> Option<u32> {
-        let source = format_mac(&heard.source);
+        let source = format_mac(&heard.decoded.source);
         if self.own_macs.contains(&source) {
             self.stats.own += 1;
             return None;
         }
-        match heard.pdu {
-            Ok(pdu) => {
-                self.stats.frames += 1;
-                if !pdu.skipped.is_empty() {
-                    let skipped: Vec<String> = pdu.skipped.iter().map(|e| e.to_string()).collect();
+        let protocol = heard.decoded.protocol;
+        match heard.decoded.result {
+            Ok(a) => {
+                *self.stats.frames.entry(protocol).or_default() += 1;
+                if !a.skipped.is_empty() {
                     tracing::debug!(
-                        "LLDP frame from {source} on ifindex {}: skipped {}",
+                        "{protocol} frame from {source} on ifindex {}: skipped {}",
                         heard.ifindex,
-                        skipped.join("; ")
+                        a.skipped.join("; ")
                     );
                 }
                 self.neighbors
-                    .observe(heard.ifindex, &pdu, now)
+                    .observe(heard.ifindex, &a.neighbor, now)
                     .then_some(heard.ifindex)
             }
-            Err(e) => {
-                *self.stats.rejected.entry(e.reason()).or_default() += 1;
+            Err(r) => {
+                *self.stats.rejected.entry((protocol, r.reason)).or_default() += 1;
                 let entry = self.rejected_on.entry(heard.ifindex).or_default();
                 entry.count += 1;
-                let reason = e.to_string();
+                let reason = r.to_string();
                 if entry.last != reason {
                     let name = self.wanted.get(&heard.ifindex).map_or("?", String::as_str);
                     tracing::info!(
-                        "{name}: rejected an LLDP frame from {source}: {reason} (counted in surveyor_lldp_frames_rejected_total)"
+                        "{name}: rejected a frame from {source}: {reason} (counted in surveyor_neighbor_frames_rejected_total)"
                     );
                     entry.last = reason;
                 }
@@ -281,7 +314,28 @@ mod tests {
     use super::*;
     use crate::inventory::TypedId;
     use crate::lldp::capture::Heard;
+    use crate::lldp::decode::{Announcement, Decoded, Rejection};
     use crate::lldp::frame::{FrameError, Lldpdu};
+
+    fn heard(ifindex: u32, source: [u8; 6], pdu: Result<Lldpdu, FrameError>) -> Heard {
+        Heard {
+            ifindex,
+            decoded: Decoded {
+                source,
+                protocol: Protocol::Lldp,
+                result: pdu
+                    .map(|p| Announcement {
+                        neighbor: p.neighbor(),
+                        skipped: Vec::new(),
+                    })
+                    .map_err(|e| Rejection {
+                        protocol: Protocol::Lldp,
+                        reason: e.reason(),
+                        message: e.to_string(),
+                    }),
+            },
+        }
+    }
 
     fn pdu() -> Lldpdu {
         Lldpdu {
@@ -303,23 +357,15 @@ mod tests {
         let mut lldp = Lldp::new();
         lldp.set_own_macs(["02:aa:00:00:00:01"]);
         let now = Instant::now();
-        let own = Heard {
-            ifindex: 4,
-            source: [2, 0xaa, 0, 0, 0, 1],
-            pdu: Ok(pdu()),
-        };
+        let own = heard(4, [2, 0xaa, 0, 0, 0, 1], Ok(pdu()));
         assert_eq!(lldp.hear(own, now), None);
         assert!(lldp.neighbor(4).is_none());
-        let other = Heard {
-            ifindex: 4,
-            source: [2, 0x5e, 0, 0, 0, 7],
-            pdu: Ok(pdu()),
-        };
+        let other = heard(4, [2, 0x5e, 0, 0, 0, 7], Ok(pdu()));
         assert_eq!(lldp.hear(other, now), Some(4));
         assert_eq!(
             lldp.stats(),
             &LldpStats {
-                frames: 1,
+                frames: [(Protocol::Lldp, 1)].into_iter().collect(),
                 own: 1,
                 ..LldpStats::default()
             }
@@ -349,11 +395,7 @@ mod tests {
         let mut lldp = Lldp::new();
         // lo's MAC is among the node's.
         lldp.set_own_macs(["00:00:00:00:00:00", "02:aa:00:00:00:01"]);
-        let leaf = Heard {
-            ifindex: 4,
-            source: [0; 6],
-            pdu: Ok(pdu()),
-        };
+        let leaf = heard(4, [0; 6], Ok(pdu()));
         assert_eq!(lldp.hear(leaf, Instant::now()), Some(4));
         assert_eq!(lldp.stats().own, 0);
     }
@@ -361,19 +403,14 @@ mod tests {
     #[test]
     fn malformed_frames_are_counted_and_change_nothing() {
         let mut lldp = Lldp::new();
-        let bad = Heard {
-            ifindex: 4,
-            source: [2, 0, 0, 0, 0, 9],
-            pdu: Err(FrameError::Missing("TTL")),
-        };
+        let bad = heard(4, [2, 0, 0, 0, 0, 9], Err(FrameError::Missing("TTL")));
         assert_eq!(lldp.hear(bad, Instant::now()), None);
-        let bad = Heard {
-            ifindex: 4,
-            source: [2, 0, 0, 0, 0, 9],
-            pdu: Err(FrameError::Missing("TTL")),
-        };
+        let bad = heard(4, [2, 0, 0, 0, 0, 9], Err(FrameError::Missing("TTL")));
         lldp.hear(bad, Instant::now());
-        assert_eq!(lldp.stats().rejected.get("missing_tlv"), Some(&2));
+        assert_eq!(
+            lldp.stats().rejected.get(&(Protocol::Lldp, "missing_tlv")),
+            Some(&2)
+        );
         assert_eq!(lldp.neighbor_count(), 0);
         let on = lldp.rejected_on(4).unwrap();
         assert_eq!(on.count, 2);

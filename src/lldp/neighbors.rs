@@ -1,18 +1,18 @@
 //! The neighbor table: who each interface hears, until the TTL runs out.
 //!
-//! Pure: time is passed in. A link may hear several LLDP agents (a switch
-//! and a co-located host, or a hub); each is kept under its MSAP identifier
-//! (chassis ID + port ID), and the interface publishes the smallest one, so
-//! the choice is stable while they all keep talking.
+//! Pure: time is passed in. A link may hear several agents (a switch and a
+//! co-located host, a hub, or one switch speaking LLDP and CDP); each is
+//! kept under its protocol and identifier (chassis ID + port ID), and the
+//! interface publishes one: LLDP's before another protocol's (lldpd's
+//! rule), then the smallest identifier, so the choice is stable while they
+//! all keep talking and two protocols never show two neighbors.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use crate::inventory::{Neighbor, TypedId};
+use crate::inventory::{Neighbor, Protocol, TypedId};
 
-use super::frame::Lldpdu;
-
-type Msap = (TypedId, TypedId);
+type Msap = (Protocol, TypedId, TypedId);
 
 #[derive(Debug, Default)]
 pub struct Neighbors {
@@ -51,23 +51,26 @@ impl Neighbors {
         self.by_interface.is_empty()
     }
 
-    /// Records an LLDPDU heard on `ifindex`. A TTL of 0 (shutdown) removes
-    /// that neighbor at once. Returns whether what `ifindex` publishes
-    /// changed; a refresh of the same facts is not a change.
-    pub fn observe(&mut self, ifindex: u32, pdu: &Lldpdu, now: Instant) -> bool {
+    /// Records a neighbor heard on `ifindex`. A TTL of 0 (LLDP's shutdown)
+    /// removes that neighbor at once. Returns whether what `ifindex`
+    /// publishes changed; a refresh of the same facts is not a change.
+    pub fn observe(&mut self, ifindex: u32, neighbor: &Neighbor, now: Instant) -> bool {
         let before = self.get(ifindex).cloned();
-        let msap = (pdu.chassis_id.clone(), pdu.port_id.clone());
+        let msap = (
+            neighbor.protocol,
+            neighbor.chassis_id.clone(),
+            neighbor.port_id.clone(),
+        );
         let table = self.by_interface.entry(ifindex).or_default();
-        if pdu.ttl_seconds == 0 {
+        if neighbor.ttl_seconds == 0 {
             self.dirty |= table.remove(&msap).is_some();
         } else {
-            let neighbor = pdu.neighbor();
-            self.dirty |= table.get(&msap).is_none_or(|e| e.neighbor != neighbor);
+            self.dirty |= table.get(&msap).is_none_or(|e| e.neighbor != *neighbor);
             table.insert(
                 msap,
                 Entry {
-                    neighbor,
-                    expires: now + Duration::from_secs(u64::from(pdu.ttl_seconds)),
+                    neighbor: neighbor.clone(),
+                    expires: now + Duration::from_secs(u64::from(neighbor.ttl_seconds)),
                 },
             );
         }
@@ -130,7 +133,11 @@ impl Neighbors {
         if expires <= now {
             return;
         }
-        let msap = (neighbor.chassis_id.clone(), neighbor.port_id.clone());
+        let msap = (
+            neighbor.protocol,
+            neighbor.chassis_id.clone(),
+            neighbor.port_id.clone(),
+        );
         self.by_interface
             .entry(ifindex)
             .or_default()
@@ -151,8 +158,13 @@ impl Neighbors {
 mod tests {
     use super::*;
 
-    fn pdu(chassis: &str, port: &str, ttl: u16, name: &str) -> Lldpdu {
-        Lldpdu {
+    fn pdu(chassis: &str, port: &str, ttl: u16, name: &str) -> Neighbor {
+        heard(Protocol::Lldp, chassis, port, ttl, name)
+    }
+
+    fn heard(protocol: Protocol, chassis: &str, port: &str, ttl: u16, name: &str) -> Neighbor {
+        Neighbor {
+            protocol,
             chassis_id: TypedId {
                 subtype: "local".into(),
                 value: chassis.into(),
@@ -163,7 +175,11 @@ mod tests {
             },
             ttl_seconds: ttl,
             system_name: Some(name.into()),
-            ..Default::default()
+            port_description: None,
+            system_description: None,
+            management_addresses: Vec::new(),
+            pvid: None,
+            vlans: Vec::new(),
         }
     }
 
@@ -261,6 +277,35 @@ mod tests {
         assert!(n.get(4).is_none());
         // A shutdown from a stranger changes nothing.
         assert!(!n.observe(5, &pdu("c9", "e9", 0, "x"), t0));
+    }
+
+    /// One switch speaking LLDP and CDP (or another protocol's neighbor
+    /// beside an LLDP one): one neighbor, LLDP's; the other stands in once
+    /// LLDP's goes, and expires on its own hold time.
+    #[test]
+    fn lldp_is_preferred_over_other_protocols() {
+        let t0 = Instant::now();
+        let mut n = Neighbors::new();
+        assert!(n.observe(4, &heard(Protocol::Cdp, "a", "e1", 180, "sw-cdp"), t0));
+        assert_eq!(n.get(4).unwrap().protocol, Protocol::Cdp);
+        assert!(n.observe(4, &heard(Protocol::Lldp, "z", "e1", 120, "sw"), t0));
+        assert_eq!(
+            n.get(4).unwrap().protocol,
+            Protocol::Lldp,
+            "LLDP first, whatever the IDs"
+        );
+        assert!(
+            !n.observe(
+                4,
+                &heard(Protocol::Sonmp, "0.0.0.0", "00-00-01", 120, "x"),
+                t0
+            ),
+            "a third protocol changes nothing published"
+        );
+        assert_eq!(n.expire(t0 + Duration::from_secs(121)), vec![4]);
+        assert_eq!(n.get(4).unwrap().protocol, Protocol::Cdp);
+        assert_eq!(n.expire(t0 + Duration::from_secs(181)), vec![4]);
+        assert!(n.get(4).is_none());
     }
 
     #[test]

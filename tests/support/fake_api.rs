@@ -1082,6 +1082,7 @@ pub fn run_agent<F, Fut>(
             state_dir: state.clone(),
             filter: SurveyFilter::new(false, &["sv*".into()], &[]).unwrap(),
             lldp: options.lldp,
+            protocols: surveyor::lldp::Protocols::all(),
         };
         let (desired, rx) = tokio::sync::watch::channel(None);
         let pace = Pace {
