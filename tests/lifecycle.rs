@@ -63,7 +63,7 @@ fn a_restart_keeps_lldp_knowledge_and_never_unresolves() {
     assert!(
         agent
             .log()
-            .contains("restored 1 LLDP neighbor(s) from neighbors.json"),
+            .contains("restored 1 neighbor(s) from neighbors.json"),
         "{}",
         agent.log()
     );
