@@ -14,29 +14,10 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use support::bench::release;
 use support::{Netns, median, ms, percentile, veth_pairs};
 
 const RUNS: usize = 100;
-
-fn release(target: &str) -> String {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "--bin",
-            "surveyor",
-            "--target",
-            target,
-        ])
-        .current_dir(root)
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "cannot build the {target} binary");
-    format!("{root}/target/{target}/release/surveyor")
-}
 
 fn main() {
     support::require_root();

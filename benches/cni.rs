@@ -22,38 +22,15 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{Netns, cable, median, ms, percentile, surveyor};
-
-/// Builds the static release binary and returns its path.
-fn static_release() -> String {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "--bin",
-            "surveyor",
-            "--target",
-            "x86_64-unknown-linux-musl",
-        ])
-        .current_dir(root)
-        .status()
-        .expect("run cargo build");
-    assert!(
-        status.success(),
-        "cannot build the static binary (rustup target add x86_64-unknown-linux-musl)"
-    );
-    format!("{root}/target/x86_64-unknown-linux-musl/release/surveyor")
-}
+use support::bench::{Gaps, interleave, line, release};
+use support::{Netns, cable, median, ms, surveyor};
 
 const CYCLES: usize = 400;
 const PLUGINS: &str = "/usr/lib/cni";
 
 fn main() {
     support::require_root();
-    let plugin = static_release();
+    let plugin = release("x86_64-unknown-linux-musl");
     let host_build = surveyor().to_string();
     let node = Netns::new("bench-cni");
     let peer = Netns::new("bench-cni-p");
@@ -120,32 +97,12 @@ fn main() {
             t.elapsed()
         };
         let macvlan = format!("{PLUGINS}/macvlan");
-        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
-        let mut gap = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            std::thread::sleep(Duration::from_micros(rng % 10_000));
-        };
+        let mut gap = Gaps::default();
         // Warm the page cache for every binary.
         cycle(surveyor(), &via, PLUGINS);
         cycle(&macvlan, &direct, PLUGINS);
-        let run = |a: &dyn Fn() -> Duration, b: &dyn Fn() -> Duration, gap: &mut dyn FnMut()| {
-            let (mut xs, mut ys) = (Vec::new(), Vec::new());
-            for n in 0..CYCLES {
-                gap();
-                // Alternate which goes first.
-                if n % 2 == 0 {
-                    xs.push(a());
-                    gap();
-                    ys.push(b());
-                } else {
-                    ys.push(b());
-                    gap();
-                    xs.push(a());
-                }
-            }
-            (xs, ys)
+        let run = |a: &dyn Fn() -> Duration, b: &dyn Fn() -> Duration, gap: &mut Gaps| {
+            interleave(CYCLES, a, b, gap)
         };
         let real = run(
             &|| cycle(surveyor(), &via, PLUGINS),
@@ -171,15 +128,6 @@ fn main() {
         let host_execs = run(&|| once(&host_build), &|| once("/bin/true"), &mut gap);
         (real, own, dra, execs, host_execs)
     });
-    let line = |label: &str, s: &[Duration]| {
-        println!(
-            "  {label:<30} p25 {}  median {}  p75 {}  p99 {}",
-            ms(percentile(s, 25.0)),
-            ms(median(s)),
-            ms(percentile(s, 75.0)),
-            ms(percentile(s, 99.0))
-        );
-    };
     let (with, without) = real;
     println!(
         "ADD+DEL cycle, static IPAM, {CYCLES} interleaved cycles each (target ratio <= 1.07):"

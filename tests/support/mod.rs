@@ -3,6 +3,7 @@
 //! machine lacks root or a package.
 #![allow(dead_code)]
 
+pub mod bench;
 pub mod controller;
 pub mod fake_api;
 pub mod kubelet;
