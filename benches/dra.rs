@@ -70,6 +70,7 @@ async fn prepare_latency() {
         plugins_dir: dir.path().join("plugins"),
         registry_dir: dir.path().join("registry"),
         registration_grace: Duration::from_secs(60),
+        slices: Default::default(),
     };
     let client = api.serve();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

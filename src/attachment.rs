@@ -1,7 +1,9 @@
 //! What the CNI plugin tells the agent of an attachment made on a DRA
-//! allocation: which pod, which network and master, and what the pod's
-//! interface got (name, MAC, IPs). The agent's kubelet plugin reports it
-//! on the pod's ResourceClaim (`status.devices[].networkData`, KEP-4817).
+//! allocation, or shaped: which pod, which network and master, what the
+//! pod's interface got (name, MAC, IPs) and what it is held to. The
+//! agent's kubelet plugin reports it on the pod's ResourceClaim
+//! (`status.devices[]`: `networkData`, KEP-4817, and the bandwidth in
+//! `data`); the agent's metrics sum what is shaped.
 //!
 //! One file per attachment in the state dir, `attachments/<containerID>:
 //! <ifname>.json` (the CNI cache's key, checked before it gets here), written
@@ -15,6 +17,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::cni::bandwidth::Direction;
 
 /// The directory, in the state dir.
 pub const DIR: &str = "attachments";
@@ -47,6 +51,17 @@ pub struct Attachment {
     /// In CIDR notation, as the API wants them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ips: Vec<String>,
+    /// Made on a DRA allocation (`deviceID`): the pod's claim shows it.
+    /// Records from before shaping were all made so.
+    #[serde(default = "yes")]
+    pub claimed: bool,
+    /// What the pod's interface is held to, when shaped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shaped: Option<crate::cni::bandwidth::Limits>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The file of one attachment.
@@ -101,6 +116,32 @@ pub fn from_result(result: &Value, ifname: &str) -> (Option<String>, Vec<String>
         }
     }
     (mac, ips)
+}
+
+/// What the shaped attachments add up to.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ShapedTotals {
+    pub attachments: usize,
+    /// Bits per second, by network and direction.
+    pub bandwidth: std::collections::BTreeMap<(String, Direction), u64>,
+}
+
+/// Sums what `records` are held to.
+pub fn shaped_totals(records: &[Attachment]) -> ShapedTotals {
+    let mut out = ShapedTotals::default();
+    for r in records {
+        let Some(limits) = r.shaped.filter(|l| !l.is_empty()) else {
+            continue;
+        };
+        out.attachments += 1;
+        for d in Direction::BOTH {
+            if let Some(l) = limits.get(d) {
+                let sum = out.bandwidth.entry((r.network.clone(), d)).or_default();
+                *sum = sum.saturating_add(l.rate);
+            }
+        }
+    }
+    out
 }
 
 /// What a scan found: the records, and the files that could not be read
@@ -235,6 +276,8 @@ mod tests {
             interface: "net1".into(),
             mac: Some("0a:58:0a:01:02:03".into()),
             ips: vec!["10.1.2.3/24".into()],
+            claimed: true,
+            shaped: None,
         };
         fs::write(
             dir.path().join(file_name("c1", "net1")),

@@ -170,6 +170,54 @@ impl Bandwidth {
     fn quantity(self) -> Quantity {
         Quantity(self.to_string())
     }
+
+    /// A Kubernetes quantity as the API may write one back (`4G`, `1500M`,
+    /// `1Gi`, `2.5G`, `25e8`, `500m`), in whole bits, rounded up; `None`
+    /// for what is not a quantity, negative, or over `u64`.
+    pub fn from_quantity(q: &str) -> Option<Bandwidth> {
+        let q = q.trim();
+        let q = q.strip_prefix('+').unwrap_or(q);
+        let end = q
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(q.len());
+        let (number, suffix) = q.split_at(end);
+        let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+        if whole.is_empty() && frac.is_empty() || frac.contains('.') || number.len() > 38 {
+            return None;
+        }
+        let digits = format!("{whole}{frac}");
+        let mantissa: u128 = digits.parse().ok()?;
+        let (binary, mut exp10): (u32, i32) = match suffix {
+            "Ki" => (10, 0),
+            "Mi" => (20, 0),
+            "Gi" => (30, 0),
+            "Ti" => (40, 0),
+            "Pi" => (50, 0),
+            "Ei" => (60, 0),
+            "n" => (0, -9),
+            "u" => (0, -6),
+            "m" => (0, -3),
+            "" => (0, 0),
+            "k" => (0, 3),
+            "M" => (0, 6),
+            "G" => (0, 9),
+            "T" => (0, 12),
+            "P" => (0, 15),
+            "E" => (0, 18),
+            e => (0, e.strip_prefix(['e', 'E'])?.parse::<i32>().ok()?),
+        };
+        exp10 -= i32::try_from(frac.len()).ok()?;
+        let scaled = mantissa.checked_mul(1u128.checked_shl(binary)?)?;
+        let bits = if exp10 >= 0 {
+            scaled.checked_mul(10u128.checked_pow(u32::try_from(exp10).ok()?)?)?
+        } else {
+            let divisor = 10u128
+                .checked_pow(exp10.unsigned_abs())
+                .unwrap_or(u128::MAX);
+            scaled.div_ceil(divisor)
+        };
+        u64::try_from(bits).ok().map(Bandwidth)
+    }
 }
 
 /// What a claim gets when it asks for no bandwidth, and the least it may
@@ -391,6 +439,37 @@ fn is_dns_label(s: &str) -> bool {
         && bytes.iter().all(|&b| ok(b) || b == b'-')
         && bytes.first().is_some_and(|&b| ok(b))
         && bytes.last().is_some_and(|&b| ok(b))
+}
+
+#[cfg(test)]
+mod quantity_tests {
+    use super::*;
+
+    #[test]
+    fn quantities_the_api_writes_are_read_in_bits() {
+        for (q, bits) in [
+            ("4G", 4_000_000_000),
+            ("1500M", 1_500_000_000),
+            ("2.5G", 2_500_000_000),
+            ("1Gi", 1 << 30),
+            ("1.5Ki", 1536),
+            ("25e8", 2_500_000_000),
+            ("1E", 1_000_000_000_000_000_000),
+            ("500m", 1),
+            ("1001m", 2),
+            ("0", 0),
+            ("+7", 7),
+            ("100", 100),
+        ] {
+            assert_eq!(Bandwidth::from_quantity(q), Some(Bandwidth(bits)), "{q}");
+        }
+        for bad in [
+            "", "-1G", "G", "1.2.3", "1X", "20E", "1e400", "1e-400x", ".",
+        ] {
+            assert_eq!(Bandwidth::from_quantity(bad), None, "{bad}");
+        }
+        assert_eq!(Bandwidth::from_quantity("1e-400"), Some(Bandwidth(1)));
+    }
 }
 
 #[cfg(test)]

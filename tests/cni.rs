@@ -151,6 +151,15 @@ impl Lab {
         support::run_with_stdin(&mut cmd, conf.to_string().as_bytes())
     }
 
+    /// claims.json as the agent's kubelet plugin writes it: a claim of
+    /// the pod's on green's device, taking no bandwidth (so nothing is
+    /// shaped: that is tests/shaping.rs).
+    fn prepared(&self) {
+        let claims = json!({"claim-1": {"namespace": "default", "name": "web-green", "pods": ["pod-uid-1"],
+            "devices": [{"request": "net", "pool": "node1", "device": "green", "network": "green", "interface": "sv-a"}]}});
+        std::fs::write(self.state().join("claims.json"), claims.to_string()).unwrap();
+    }
+
     fn pod_netns(&self) -> String {
         format!("/run/netns/{}", self.pod.name)
     }
@@ -868,6 +877,7 @@ fn a_dra_allocation_is_used_only_while_it_is_the_network_s_device() {
     let netns = lab.pod_netns();
     let mut conf = lab.static_ip(20);
     conf["deviceID"] = json!("sv-a");
+    lab.prepared();
     ok(&lab.cni("ADD", "c1", "net1", Some(&netns), &conf, &path));
     let sent: Value =
         serde_json::from_slice(&std::fs::read(rec.join("stdin.json")).unwrap()).unwrap();
@@ -906,6 +916,7 @@ fn a_dra_allocation_is_used_only_while_it_is_the_network_s_device() {
 #[test]
 fn a_dra_attachment_is_recorded_for_its_claim_and_forgotten_at_del() {
     let lab = Lab::new("cni-nd");
+    lab.prepared();
     let mut conf = lab.static_ip(21);
     conf["deviceID"] = json!("sv-a");
     ok(&lab.add("c1", &conf));
@@ -916,7 +927,7 @@ fn a_dra_attachment_is_recorded_for_its_claim_and_forgotten_at_del() {
         record,
         json!({"podUid": "pod-uid-1", "podNamespace": "default", "podName": "web",
             "network": "green", "device": "sv-a", "interface": "net1",
-            "mac": mac, "ips": ["10.10.0.21/24"]})
+            "mac": mac, "ips": ["10.10.0.21/24"], "claimed": true})
     );
     ok(&lab.del("c1", &conf));
     assert!(!file.exists());

@@ -447,6 +447,31 @@ fn the_samples_are_valid_surveyor_objects_that_reference_each_other() {
     assert_eq!(pod["spec"]["nodeSelector"][label.as_str()], "true");
 }
 
+/// The capped pod's network selection is what Multus hands the plugin as
+/// `runtimeConfig.bandwidth`, through a NAD that declares the capability.
+#[test]
+fn the_capped_pod_sample_asks_for_what_the_plugin_takes() {
+    use surveyor::cni::bandwidth::{Request, requested};
+    let dir = root().join("deploy/samples");
+    let nad = &docs(&dir.join("nad-green.yaml"))[0];
+    let conf: serde_json::Value =
+        serde_json::from_str(nad["spec"]["config"].as_str().unwrap()).unwrap();
+    assert_eq!(conf["capabilities"]["bandwidth"], true);
+    let pod = &docs(&dir.join("pod-green-capped.yaml"))[0];
+    let selection: serde_json::Value = serde_json::from_str(
+        pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(selection[0]["name"], nad["metadata"]["name"]);
+    let runtime = serde_json::json!({"bandwidth": selection[0]["bandwidth"]});
+    let asked: Request = requested(runtime.as_object()).unwrap();
+    let limits = asked.settle(1500).unwrap();
+    assert_eq!(limits.egress.map(|l| l.rate), Some(400_000_000));
+    assert_eq!(limits.ingress.map(|l| l.rate), Some(300_000_000));
+}
+
 #[test]
 fn every_sample_network_map_loads() {
     let dir = root().join("deploy/samples");

@@ -43,6 +43,7 @@ impl Node {
             plugins_dir: dir.path().join("plugins"),
             registry_dir: dir.path().join("plugins_registry"),
             registration_grace: Duration::from_secs(60),
+            slices: Default::default(),
         };
         let node = Node { _dir: dir, config };
         node.green(Some("sv-a"));
@@ -393,8 +394,6 @@ fn reserved(name: &str, uid: &str, device: &str) -> Value {
 /// The CNI plugin's record of pod-1's interface on green (as it writes it
 /// after an ADD with a `deviceID`).
 fn attach(node: &Node, container: &str, mac: &str) {
-    let dir = node.config.state_dir.join(surveyor::attachment::DIR);
-    std::fs::create_dir_all(&dir).unwrap();
     let record = surveyor::attachment::Attachment {
         pod_uid: "pod-1".into(),
         pod_namespace: "web".into(),
@@ -404,7 +403,15 @@ fn attach(node: &Node, container: &str, mac: &str) {
         interface: "net1".into(),
         mac: Some(mac.into()),
         ips: vec!["192.0.2.5/24".into(), "2001:db8::5/64".into()],
+        claimed: true,
+        shaped: None,
     };
+    write_record(node, container, &record);
+}
+
+fn write_record(node: &Node, container: &str, record: &surveyor::attachment::Attachment) {
+    let dir = node.config.state_dir.join(surveyor::attachment::DIR);
+    std::fs::create_dir_all(&dir).unwrap();
     let tmp = dir.join(".tmp");
     std::fs::write(&tmp, serde_json::to_vec(&record).unwrap()).unwrap();
     std::fs::rename(
@@ -521,6 +528,118 @@ async fn the_pod_interface_is_shown_on_its_claim_once_it_exists() {
     );
     plugin.stop().await;
     assert_declared(&api);
+}
+
+/// Each prepared device records the bandwidth its claim took, for the
+/// CNI plugin to shape to: the allocation's consumed capacity on a shared
+/// device, a numbered device's share of the link as the slice offers it;
+/// once the interface is shaped, the claim shows to what.
+#[tokio::test]
+async fn a_claim_s_bandwidth_is_recorded_at_prepare_and_shown_once_shaped() {
+    use surveyor::cni::bandwidth::{Limit, Limits, Source};
+    let node = Node::new();
+    // The survey the slice is made of: green on a 10G sv-a.
+    let survey = json!({"summary": {"interfaces": 1, "up": 1, "neighbors": 0, "networks": "green"},
+        "interfaces": [{"name": "sv-a", "index": 3, "kind": "veth", "operState": "up", "carrier": true,
+            "mtu": 1500, "speedMbps": 10000}],
+        "networks": {"green": {"device": "sv-a", "candidates": ["sv-a"]}}});
+    std::fs::write(
+        node.config.state_dir.join("survey.json"),
+        survey.to_string(),
+    )
+    .unwrap();
+    let api = FakeApi::default();
+    let mut shared = reserved("db-green", "uid-1", "green");
+    shared["status"]["allocation"]["devices"]["results"][0]["consumedCapacity"] =
+        json!({"bandwidth": "2G"});
+    shared["status"]["allocation"]["devices"]["results"][0]["shareID"] = json!("0f1e");
+    api.put(CLAIMS, shared);
+    let mut numbered = reserved("db-numbered", "uid-2", "green-3");
+    numbered["status"]["reservedFor"][0]["uid"] = json!("pod-2");
+    numbered["status"]["allocation"]["devices"]["config"] = json!([{"source": "FromClaim",
+        "requests": ["net"], "opaque": {"driver": "surveyor.dev", "parameters":
+            {"apiVersion": "surveyor.dev/v1alpha1", "kind": "BandwidthConfig", "directions": ["egress"]}}}]);
+    api.put(CLAIMS, numbered);
+    api.put(CLAIMS, reserved("db-default", "uid-3", "green"));
+    let plugin = Plugin::start(&api, &node).await;
+    let dra = dial(node.config.endpoint()).await;
+    let claims = vec![
+        claim("db-green", "uid-1"),
+        claim("db-numbered", "uid-2"),
+        claim("db-default", "uid-3"),
+    ];
+    let answer = prepare(&dra, proto::DRA_V1, claims).await;
+    for uid in ["uid-1", "uid-2", "uid-3"] {
+        assert_eq!(answer.claims[uid].error, "", "{uid}");
+    }
+    let recorded = node.recorded();
+    assert_eq!(
+        recorded["uid-1"]["devices"][0]["bandwidth"],
+        2_000_000_000u64
+    );
+    assert!(recorded["uid-1"]["devices"][0].get("directions").is_none());
+    // 10G offered as 32 numbered devices: 312.5M each, egress only.
+    assert_eq!(recorded["uid-2"]["devices"][0]["bandwidth"], 312_500_000u64);
+    assert_eq!(
+        recorded["uid-2"]["devices"][0]["directions"],
+        json!(["egress"])
+    );
+    // Asked for nothing on a shared device: the request policy's default.
+    assert_eq!(
+        recorded["uid-3"]["devices"][0]["bandwidth"],
+        1_000_000_000u64
+    );
+
+    let mut record = surveyor::attachment::Attachment {
+        pod_uid: "pod-1".into(),
+        pod_namespace: "web".into(),
+        pod_name: "db-0".into(),
+        network: "green".into(),
+        device: "sv-a".into(),
+        interface: "net1".into(),
+        mac: Some("0a:58:c0:00:02:05".into()),
+        ips: vec![],
+        claimed: true,
+        shaped: Some(Limits {
+            egress: Some(Limit {
+                rate: 2_000_000_000,
+                burst: 4_000_000,
+                source: Source::Claim,
+            }),
+            ingress: Some(Limit {
+                rate: 500_000_000,
+                burst: 1_000_000,
+                source: Source::RuntimeConfig,
+            }),
+        }),
+    };
+    write_record(&node, "c1", &record);
+    until(10, "the claim's status", &api, || {
+        !status_writes(&api).is_empty()
+    })
+    .await;
+    let w = &status_writes(&api)[0];
+    assert_eq!(
+        w.body["status"]["devices"],
+        json!([{"driver": "surveyor.dev", "pool": "node1", "device": "green", "shareID": "0f1e",
+            "networkData": {"interfaceName": "net1", "hardwareAddress": "0a:58:c0:00:02:05"},
+            "data": {"bandwidth": {"egress": {"rate": "2G", "source": "claim"},
+                "ingress": {"rate": "500M", "source": "runtimeConfig"}}}}])
+    );
+    // The same interface unshaped (a new sandbox without the capability):
+    // written again, without the data.
+    record.shaped = None;
+    write_record(&node, "c1", &record);
+    until(10, "the second write", &api, || {
+        status_writes(&api).len() == 2
+    })
+    .await;
+    assert!(
+        status_writes(&api)[1].body["status"]["devices"][0]
+            .get("data")
+            .is_none()
+    );
+    plugin.stop().await;
 }
 
 /// A claim replaced under its name (another UID) since it was prepared

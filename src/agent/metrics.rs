@@ -1,5 +1,6 @@
 //! `/metrics` (Prometheus), `/healthz` and `/readyz` for the agent.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -14,6 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::attachment;
 use crate::kubelet::Registration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -34,6 +36,12 @@ pub struct ReasonLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProtocolLabel {
     pub protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShapedLabel {
+    pub network: String,
+    pub direction: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -63,6 +71,11 @@ pub struct Metrics {
     pub kubelet_registered: Gauge,
     pub events_published: Counter,
     pub events_dropped: Counter,
+    pub shaped_attachments: Gauge,
+    pub shaped_bandwidth: Family<ShapedLabel, Gauge>,
+    /// The CNI plugin's attachment records, read at each scrape for the
+    /// shaping gauges (`None`: not counted).
+    attachments: std::sync::OnceLock<PathBuf>,
     ready: AtomicBool,
     /// Why the kubelet has not registered the DRA plugin, once that is
     /// overdue or refused.
@@ -96,6 +109,9 @@ impl Metrics {
             kubelet_registered: Gauge::default(),
             events_published: Counter::default(),
             events_dropped: Counter::default(),
+            shaped_attachments: Gauge::default(),
+            shaped_bandwidth: Family::default(),
+            attachments: std::sync::OnceLock::new(),
             ready: AtomicBool::new(false),
             kubelet_problem: std::sync::Mutex::new(None),
         };
@@ -172,6 +188,16 @@ impl Metrics {
             m.events_dropped.clone(),
         );
         r.register(
+            "shaped_attachments",
+            "Pod interfaces on this node held to a rate (runtimeConfig.bandwidth or a DRA claim)",
+            m.shaped_attachments.clone(),
+        );
+        r.register(
+            "shaped_bandwidth_bits_per_second",
+            "The rates pod interfaces on this node are held to, summed by network and direction (egress: pod to network)",
+            m.shaped_bandwidth.clone(),
+        );
+        r.register(
             "snapshot_writes",
             "State dir files written",
             m.snapshot_writes.clone(),
@@ -227,6 +253,39 @@ impl Metrics {
         self.ready.load(Ordering::Relaxed)
     }
 
+    /// Counts shaped attachments from the CNI plugin's records in `dir`
+    /// (read at each scrape: they change with every pod, and a scrape is
+    /// rarer than that).
+    pub fn count_shaping_in(&self, dir: PathBuf) {
+        let _ = self.attachments.set(dir);
+    }
+
+    /// Reads the records again into the shaping gauges.
+    fn refresh_shaping(&self) {
+        let Some(dir) = self.attachments.get() else {
+            return;
+        };
+        let scan = match attachment::scan(dir) {
+            Ok(scan) => scan,
+            Err(e) => {
+                tracing::debug!("cannot read {}: {e}", dir.display());
+                return;
+            }
+        };
+        let totals = attachment::shaped_totals(&scan.attachments);
+        self.shaped_attachments
+            .set(i64::try_from(totals.attachments).unwrap_or(i64::MAX));
+        self.shaped_bandwidth.clear();
+        for ((network, direction), bits) in totals.bandwidth {
+            self.shaped_bandwidth
+                .get_or_create(&ShapedLabel {
+                    network,
+                    direction: direction.as_str(),
+                })
+                .set(i64::try_from(bits).unwrap_or(i64::MAX));
+        }
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -269,6 +328,8 @@ async fn readyz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    let reader = m.clone();
+    let _ = tokio::task::spawn_blocking(move || reader.refresh_shaping()).await;
     (
         [(
             header::CONTENT_TYPE,
@@ -308,5 +369,59 @@ mod tests {
         assert!(!m.is_ready());
         m.set_ready();
         assert!(m.is_ready());
+    }
+
+    #[test]
+    fn shaped_attachments_are_counted_from_the_records_at_each_scrape() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Metrics::new();
+        m.refresh_shaping();
+        assert!(
+            m.encode()
+                .lines()
+                .any(|l| l == "surveyor_shaped_attachments 0")
+        );
+        m.count_shaping_in(dir.path().to_path_buf());
+        let record = |name: &str, network: &str, shaped: serde_json::Value| {
+            let mut r = serde_json::json!({"podUid": "p", "network": network, "device": "ens4",
+                "interface": "net1", "claimed": false});
+            if !shaped.is_null() {
+                r["shaped"] = shaped;
+            }
+            std::fs::write(dir.path().join(name), r.to_string()).unwrap();
+        };
+        let limit =
+            |rate: u64| serde_json::json!({"rate": rate, "burst": 524_288, "source": "claim"});
+        record(
+            "a:net1.json",
+            "green",
+            serde_json::json!({"egress": limit(2_000_000_000), "ingress": limit(1_000_000_000)}),
+        );
+        record(
+            "b:net1.json",
+            "green",
+            serde_json::json!({"egress": limit(4_000_000_000u64)}),
+        );
+        record("c:net1.json", "blue", serde_json::Value::Null);
+        m.refresh_shaping();
+        let text = m.encode();
+        for line in [
+            "surveyor_shaped_attachments 2",
+            "surveyor_shaped_bandwidth_bits_per_second{network=\"green\",direction=\"egress\"} 6000000000",
+            "surveyor_shaped_bandwidth_bits_per_second{network=\"green\",direction=\"ingress\"} 1000000000",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        // Pods gone: the gauges follow.
+        for f in ["a:net1.json", "b:net1.json"] {
+            std::fs::remove_file(dir.path().join(f)).unwrap();
+        }
+        m.refresh_shaping();
+        let text = m.encode();
+        assert!(
+            text.lines().any(|l| l == "surveyor_shaped_attachments 0"),
+            "{text}"
+        );
+        assert!(!text.contains("network=\"green\""), "{text}");
     }
 }

@@ -106,6 +106,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         // First: a SIGTERM during start-up stops the agent cleanly too.
         let signalled = shutdown();
         let metrics = Arc::new(Metrics::new());
+        metrics.count_shaping_in(config.state_dir.join(crate::attachment::DIR));
         if let Some(addr) = args.listen {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -126,6 +127,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             plugins_dir: args.kubelet_plugins_dir.clone(),
             registry_dir: args.kubelet_registry_dir.clone(),
             registration_grace: args.kubelet_registration_grace,
+            slices: slice_options(&args)?.unwrap_or_default(),
         };
         let mut agent = Agent::start(config, metrics)
             .await

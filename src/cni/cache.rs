@@ -35,6 +35,9 @@ pub struct Entry {
     pub device: String,
     /// The delegate's configuration, exactly as sent at ADD.
     pub config: Map<String, Value>,
+    /// How the pod's interface is shaped, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shaping: Option<super::shaper::Shaping>,
 }
 
 /// An entry that is there but cannot be used.
@@ -270,6 +273,7 @@ mod tests {
             network: "green".into(),
             device: "ens4".into(),
             config: serde_json::from_str(r#"{"type":"macvlan","master":"ens4"}"#).unwrap(),
+            shaping: None,
         }
     }
 

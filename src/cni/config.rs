@@ -139,13 +139,32 @@ impl NetConf {
         })
     }
 
+    /// The `runtimeConfig` object, if any.
+    pub fn runtime_config(&self) -> Option<&Map<String, Value>> {
+        self.raw.get("runtimeConfig").and_then(Value::as_object)
+    }
+
     /// The delegate's configuration: everything given except Surveyor's
-    /// own keys, with `type`, `master` and `cniVersion` set. `master` is
-    /// set last, so nothing in the input can steer it.
+    /// own keys and the `bandwidth` capability (Surveyor shapes; macvlan
+    /// and ipvlan know nothing of it), with `type`, `master` and
+    /// `cniVersion` set. `master` is set last, so nothing in the input can
+    /// steer it.
     pub fn delegate_config(&self, master: &str, cni_version: &str) -> Map<String, Value> {
         let mut conf = self.raw.clone();
         for key in OWN_KEYS {
             conf.remove(key);
+        }
+        if let Some(Value::Object(runtime)) = conf.get_mut("runtimeConfig") {
+            runtime.remove("bandwidth");
+            if runtime.is_empty() {
+                conf.remove("runtimeConfig");
+            }
+        }
+        if let Some(Value::Object(caps)) = conf.get_mut("capabilities") {
+            caps.remove("bandwidth");
+            if caps.is_empty() {
+                conf.remove("capabilities");
+            }
         }
         conf.insert("cniVersion".into(), Value::String(cni_version.into()));
         conf.insert("type".into(), Value::String(self.delegate.as_str().into()));
@@ -183,6 +202,25 @@ mod tests {
         for own in OWN_KEYS {
             assert!(d.get(own).is_none(), "{own} leaked to the delegate");
         }
+        // The bandwidth capability is Surveyor's to act on, not the
+        // delegate's; the rest of runtimeConfig passes.
+        let shaped = GREEN.replace(
+            r#""runtimeConfig":{"mac":"02:00:00:00:00:09"}"#,
+            r#""capabilities":{"bandwidth":true,"mac":true},"runtimeConfig":{"mac":"02:00:00:00:00:09","bandwidth":{"egressRate":1000,"egressBurst":20000}}"#,
+        );
+        let c = NetConf::parse(shaped.as_bytes()).unwrap();
+        assert_eq!(c.runtime_config().unwrap()["bandwidth"]["egressRate"], 1000);
+        let d = Value::Object(c.delegate_config("ens4", "1.0.0"));
+        assert_eq!(
+            d["runtimeConfig"],
+            serde_json::json!({"mac": "02:00:00:00:00:09"})
+        );
+        assert_eq!(d["capabilities"], serde_json::json!({"mac": true}));
+        let only = r#"{"cniVersion":"1.0.0","name":"g","network":"g","capabilities":{"bandwidth":true},"runtimeConfig":{"bandwidth":{}}}"#;
+        let d = NetConf::parse(only.as_bytes())
+            .unwrap()
+            .delegate_config("ens4", "1.0.0");
+        assert!(!d.contains_key("runtimeConfig") && !d.contains_key("capabilities"));
         let ipvlan = GREEN.replace(
             "\"type\":\"surveyor\"",
             "\"type\":\"surveyor\",\"delegate\":\"ipvlan\"",

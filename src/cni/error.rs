@@ -28,6 +28,9 @@ pub const NODE_CONFIG: u32 = 104;
 /// Surveyor: the device a DRA allocation names (`deviceID`) is no longer
 /// the network's device on this node.
 pub const ALLOCATION_STALE: u32 = 105;
+/// Surveyor: the pod's interface could not be shaped as asked (ADD), or is
+/// no longer shaped as it was (CHECK).
+pub const SHAPING_FAILED: u32 = 106;
 
 /// A CNI error result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,17 +1,22 @@
 //! The CNI plugin (`type: surveyor`): resolves the semantic network to this
 //! node's device from the agent's snapshot and delegates to macvlan or
-//! ipvlan with `master` set to it.
+//! ipvlan with `master` set to it; then, when the pod asked for a rate
+//! (the `bandwidth` capability) or its DRA claim took one, shapes the
+//! pod's interface to it ([`shaper`]).
 //!
 //! This path runs on every pod attachment: no async runtime, no
 //! Kubernetes API, one small file read and one netlink lookup before the
 //! delegate is exec'd. stdout carries only the result or the error JSON.
 
+pub mod bandwidth;
 pub mod cache;
 pub mod config;
 pub mod delegate;
 pub mod env;
 pub mod error;
 pub mod node_config;
+pub mod shaper;
+pub mod tc;
 pub mod version;
 
 use std::collections::HashSet;
@@ -27,11 +32,14 @@ use crate::attachment::{self, Attachment};
 use crate::discovery::lookup::{LinkKey, lookup};
 use crate::snapshot::{Snapshot, SnapshotError, SnapshotNetwork, read_networks};
 
+use self::bandwidth::Request;
 use self::cache::{Cache, Entry};
 use self::config::NetConf;
 use self::env::{Command, Env};
 use self::error::*;
 use self::node_config::NodeConfig;
+use self::shaper::Shaping;
+use crate::kubelet::prepare::Prepared;
 
 /// GC leaves alone entries younger than this: their ADD may still be in
 /// flight (the runtime lists attachments it knows, and may not know one
@@ -177,22 +185,28 @@ fn resolved<'a>(
 /// The device to use: the snapshot's choice if it is still the same link
 /// (same index, name and MAC), else the next candidate that exists.
 fn pick_device(conf: &NetConf, snapshot: &Snapshot) -> Result<String, CniError> {
+    pick_device_and_mtu(conf, snapshot).map(|(device, _)| device)
+}
+
+/// [`pick_device`], and the device's MTU as the lookup found it (0 when
+/// unknown).
+fn pick_device_and_mtu(conf: &NetConf, snapshot: &Snapshot) -> Result<(String, u32), CniError> {
     let (net, device) = resolved(conf, snapshot)?;
     if let Some(index) = net.index {
         if let Ok(Some(link)) = lookup(LinkKey::Index(index)) {
             let same_mac = net.mac.is_none() || link.interface.mac == net.mac;
             if link.interface.name == device && same_mac {
-                return Ok(device.to_string());
+                return Ok((device.to_string(), link.interface.mtu));
             }
         }
     }
     for candidate in net.candidates.iter().filter(|c| *c != device) {
-        if let Ok(Some(_)) = lookup(LinkKey::Name(candidate)) {
+        if let Ok(Some(link)) = lookup(LinkKey::Name(candidate)) {
             eprintln!(
                 "surveyor: network {:?}: {device} changed since the snapshot; using {candidate}",
                 conf.network
             );
-            return Ok(candidate.clone());
+            return Ok((candidate.clone(), link.interface.mtu));
         }
     }
     Err(CniError::new(
@@ -289,11 +303,159 @@ fn check_allocation(conf: &NetConf, node: &str, device: &str) -> Result<(), CniE
     }
 }
 
+/// What the pod's interface is to be held to: the `bandwidth`
+/// capability's request and, on the DRA path, the claim's share, the
+/// lower of the two in each direction. Checked before anything is made.
+fn planned_shaping(
+    ctx: &Ctx,
+    node: &str,
+    device: &str,
+    mtu: u32,
+) -> Result<Option<Shaping>, CniError> {
+    let conf = &ctx.conf;
+    let invalid = |e: bandwidth::BandwidthError| {
+        CniError::new(
+            INVALID_CONFIG,
+            format!("network {:?} on node {node}: {e}", conf.network),
+        )
+    };
+    let mut request = bandwidth::requested(conf.runtime_config()).map_err(invalid)?;
+    if conf.device_id.is_some() {
+        request = request.lower(claimed(ctx, node, device)?);
+    }
+    if request.is_empty() {
+        return Ok(None);
+    }
+    // A burst must hold a frame of the master's MTU, which the pod's
+    // interface takes (or less, when the config sets one).
+    let limits = request.settle(effective_mtu(mtu)).map_err(invalid)?;
+    let (_, ifname) = ctx.env.attachment();
+    Ok(Some(Shaping::planned(limits, ifname)))
+}
+
+/// The bandwidth the pod's claim took of `device`, as the agent's kubelet
+/// plugin recorded it when it prepared the claim (`claims.json`). Several
+/// devices of this network for the pod: the least of them, as which
+/// attachment is which cannot be told here.
+fn claimed(ctx: &Ctx, node: &str, device: &str) -> Result<Request, CniError> {
+    let conf = &ctx.conf;
+    let Some(pod) = ctx.env.arg("K8S_POD_UID") else {
+        eprintln!(
+            "surveyor: network {:?}: CNI_ARGS has no K8S_POD_UID, so the pod's claimed bandwidth cannot be found: its interface is not held to it",
+            conf.network
+        );
+        return Ok(Request::default());
+    };
+    let path = ctx.node.state_dir.join(crate::kubelet::CLAIMS);
+    let prepared: Prepared = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            CniError::new(
+                TRY_AGAIN,
+                format!(
+                    "network {:?} on node {node}: {} is unreadable: {e}",
+                    conf.network,
+                    path.display()
+                ),
+            )
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Prepared::new(),
+        Err(e) => {
+            return Err(CniError::new(
+                TRY_AGAIN,
+                format!(
+                    "network {:?} on node {node}: cannot read {}: {e}",
+                    conf.network,
+                    path.display()
+                ),
+            ));
+        }
+    };
+    let devices: Vec<_> = prepared
+        .values()
+        .filter(|c| c.pods.iter().any(|p| p == pod))
+        .flat_map(|c| &c.devices)
+        .filter(|d| d.network == conf.network && d.interface == device)
+        .collect();
+    let Some(least) = devices
+        .iter()
+        .min_by_key(|d| d.bandwidth.unwrap_or(u64::MAX))
+    else {
+        return Err(CniError::new(
+            TRY_AGAIN,
+            format!(
+                "network {:?} on node {node}: the pod's DRA allocation names device {device}, but no claim the agent prepared here names pod {pod} and network {:?}",
+                conf.network, conf.network
+            ),
+        )
+        .details(format!(
+            "the agent's kubelet plugin records the claims it prepares in {}: check that the agent on this node runs with --dra and has prepared the pod's claim (kubectl -n surveyor get pods -o wide --field-selector spec.nodeName={node}, and that pod's log)",
+            path.display()
+        )));
+    };
+    match least.bandwidth {
+        Some(rate) if rate >= bandwidth::MIN_RATE => Ok(Request::claimed(rate, &least.directions)),
+        _ => {
+            eprintln!(
+                "surveyor: network {:?}: device {} offers no bandwidth (its link speed is unknown), so the pod's interface is not held to its claim",
+                conf.network, least.device
+            );
+            Ok(Request::default())
+        }
+    }
+}
+
+/// A link's MTU, or Ethernet's when the lookup did not say.
+fn effective_mtu(mtu: u32) -> u32 {
+    if mtu > 0 { mtu } else { 1500 }
+}
+
+/// The first half of shaping ([`shaper::start`]), run while the delegate
+/// makes the pod's interface.
+fn start_shaping(
+    ctx: &Ctx,
+    node: &str,
+    shaping: &Shaping,
+    mtu: u32,
+) -> Result<shaper::Started, CniError> {
+    let (_, ifname) = ctx.env.attachment();
+    let Some(netns) = ctx.env.netns.as_deref() else {
+        return Err(CniError::new(
+            INVALID_ENV,
+            format!(
+                "network {:?}: CNI_NETNS is required to shape {ifname}",
+                ctx.conf.network
+            ),
+        ));
+    };
+    shaper::start(Path::new(netns), shaping, effective_mtu(mtu))
+        .map_err(|e| shaping_failed(ctx, node, e))
+}
+
+/// A shaping error, naming the network, node and interface, and what the
+/// kernel refused.
+fn shaping_failed(ctx: &Ctx, node: &str, e: shaper::ShapeError) -> CniError {
+    let (_, ifname) = ctx.env.attachment();
+    let hint = if e.missing_from_kernel() {
+        "the node's kernel lacks part of what shaping needs: the ifb driver (modprobe ifb), the tbf and ingress qdiscs, the u32 classifier and the mirred action (sch_tbf, sch_ingress, cls_u32, act_mirred)"
+    } else {
+        "the pod's interface is left unshaped and the attachment undone"
+    };
+    CniError::new(
+        SHAPING_FAILED,
+        format!(
+            "network {:?} on node {node}: cannot shape {ifname}: {e}",
+            ctx.conf.network
+        ),
+    )
+    .details(hint)
+}
+
 fn add(ctx: &Ctx) -> Result<Vec<u8>, CniError> {
     let conf = &ctx.conf;
     let snapshot = snapshot(ctx)?;
-    let device = pick_device(conf, &snapshot)?;
+    let (device, mtu) = pick_device_and_mtu(conf, &snapshot)?;
     check_allocation(conf, &snapshot.node, &device)?;
+    let shaping = planned_shaping(ctx, &snapshot.node, &device, mtu)?;
     let binary = delegate::find(conf.delegate.as_str(), &ctx.env.path)?;
     let version = delegate_version(&binary, conf)?;
     let mut config = conf.delegate_config(&device, &version);
@@ -321,6 +483,7 @@ fn add(ctx: &Ctx) -> Result<Vec<u8>, CniError> {
         network: conf.network.clone(),
         device: device.clone(),
         config,
+        shaping,
     };
     let unsynced = cache.write_deferred(&entry)?;
     // The flush to disk happens while the delegate works.
@@ -331,9 +494,30 @@ fn add(ctx: &Ctx) -> Result<Vec<u8>, CniError> {
             );
         }
     };
-    match call_while(&binary, conf, &snapshot.node, &entry.config, flushed) {
+    // The ifb and its bucket are made meanwhile too: their cost hides
+    // behind the delegate's.
+    let node = snapshot.node.as_str();
+    let (attached, started) = call_while(&binary, conf, node, &entry.config, || {
+        flushed();
+        let shaping = entry.shaping.as_ref()?;
+        Some(start_shaping(ctx, node, shaping, mtu))
+    });
+    let shaped = match (attached, started) {
+        (Ok(out), None) => Ok(out),
+        (Ok(out), Some(Ok(started))) => started
+            .finish(ctx.env.attachment().1)
+            .map(|()| out)
+            .map_err(|e| shaping_failed(ctx, node, e)),
+        (Ok(_), Some(Err(e))) => Err(e),
+        (Err(e), Some(Ok(started))) => {
+            started.abandon();
+            Err(e)
+        }
+        (Err(e), _) => Err(e),
+    };
+    match shaped {
         Ok(out) => {
-            if conf.device_id.is_some() {
+            if conf.device_id.is_some() || entry.shaping.is_some() {
                 tell_agent(ctx, &entry, &out);
             }
             Ok(relabel(out, &version, &conf.cni_version))
@@ -355,17 +539,18 @@ fn add(ctx: &Ctx) -> Result<Vec<u8>, CniError> {
     }
 }
 
-/// On the DRA path, tells the agent what the pod's interface got, for the
-/// pod's ResourceClaim. The pod is attached either way: a record that
-/// cannot be written is said on stderr (the runtime's log).
+/// On the DRA path, or when shaped, tells the agent what the pod's
+/// interface got, for the pod's ResourceClaim and the agent's metrics. The
+/// pod is attached either way: a record that cannot be written is said on
+/// stderr (the runtime's log).
 fn tell_agent(ctx: &Ctx, entry: &Entry, result: &[u8]) {
-    let Some(pod_uid) = ctx.env.arg("K8S_POD_UID") else {
+    let pod_uid = ctx.env.arg("K8S_POD_UID").unwrap_or_default();
+    if pod_uid.is_empty() && ctx.conf.device_id.is_some() {
         eprintln!(
             "surveyor: network {:?}: CNI_ARGS has no K8S_POD_UID, so the pod's ResourceClaim will not show its network data",
             entry.network
         );
-        return;
-    };
+    }
     let parsed = serde_json::from_slice(result).unwrap_or(Value::Null);
     let (mac, ips) = attachment::from_result(&parsed, &entry.ifname);
     let record = Attachment {
@@ -377,6 +562,8 @@ fn tell_agent(ctx: &Ctx, entry: &Entry, result: &[u8]) {
         interface: entry.ifname.clone(),
         mac,
         ips,
+        claimed: ctx.conf.device_id.is_some(),
+        shaped: entry.shaping.as_ref().map(|s| s.limits),
     };
     let dir = ctx.node.state_dir.join(attachment::DIR);
     let name = attachment::file_name(&entry.container_id, &entry.ifname);
@@ -409,18 +596,26 @@ fn forget_attachment(ctx: &Ctx, container_id: &str, ifname: &str) {
     }
 }
 
+/// How an attachment's interface was shaped at ADD: as recorded, or not
+/// known (no usable cache entry).
+enum Shaped {
+    Recorded(Option<Shaping>),
+    Unknown,
+}
+
 /// The delegate configuration of an attachment: the one recorded at ADD,
 /// else rebuilt from the snapshot (or, for DEL, a stand-in master), saying
-/// so on stderr (the runtime's log).
+/// so on stderr (the runtime's log); and how it was shaped.
 fn recorded_or_rebuilt(
     ctx: &Ctx,
     binary: &Path,
     for_del: bool,
-) -> Result<Map<String, Value>, CniError> {
+) -> Result<(Map<String, Value>, Shaped), CniError> {
     let conf = &ctx.conf;
     let (container_id, ifname) = ctx.env.attachment();
     let why = match ctx.cache().read(container_id, ifname) {
         Ok(Some(entry)) => {
+            let shaped = Shaped::Recorded(entry.shaping);
             let mut config = entry.config;
             // The runtime's prevResult is the current one.
             if let Some(prev) = conf.raw.get("prevResult") {
@@ -432,7 +627,7 @@ fn recorded_or_rebuilt(
                 .unwrap_or(&conf.cni_version)
                 .to_string();
             speak(&mut config, &version);
-            return Ok(config);
+            return Ok((config, shaped));
         }
         Ok(None) => "no cache entry".to_string(),
         Err(unusable) => format!(
@@ -455,7 +650,7 @@ fn recorded_or_rebuilt(
     }
     let mut config = conf.delegate_config(&device, &version);
     speak(&mut config, &version);
-    Ok(config)
+    Ok((config, Shaped::Unknown))
 }
 
 /// For DEL and GC: a master that has vanished is replaced by the stand-in,
@@ -476,18 +671,67 @@ fn del(ctx: &Ctx) -> Result<Vec<u8>, CniError> {
     let (container_id, ifname) = ctx.env.attachment();
     let cache = ctx.cache();
     let _lock = cache.lock(container_id, ifname)?;
-    let mut config = recorded_or_rebuilt(ctx, &binary, true)?;
+    let (mut config, shaped) = recorded_or_rebuilt(ctx, &binary, true)?;
     master_or_stand_in(&mut config);
-    call(&binary, conf, &this_node(), &config, &[])?;
+    let node = this_node();
+    let unshaped = unshape(ctx, &node, &shaped);
+    call(&binary, conf, &node, &config, &[])?;
+    // Kept while something of the shaping is left: the runtime's next DEL
+    // takes it away.
+    unshaped?;
     cache.remove(container_id, ifname)?;
     forget_attachment(ctx, container_id, ifname);
     Ok(Vec::new())
 }
 
+/// Takes away what shaping added, before the delegate's DEL: an
+/// unshaped attachment costs nothing here; one whose record is lost is
+/// looked at for an ifb. A namespace that is gone took everything with it.
+fn unshape(ctx: &Ctx, node: &str, shaped: &Shaped) -> Result<(), CniError> {
+    let shaping = match shaped {
+        Shaped::Recorded(None) => return Ok(()),
+        Shaped::Recorded(Some(s)) => Some(s),
+        Shaped::Unknown => None,
+    };
+    let Some(netns) = ctx.env.netns.as_deref().filter(|n| !n.is_empty()) else {
+        return Ok(());
+    };
+    let (_, ifname) = ctx.env.attachment();
+    match shaper::remove(Path::new(netns), ifname, shaping) {
+        Ok(_) => Ok(()),
+        Err(shaper::ShapeError::Netns { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(CniError::new(
+            SHAPING_FAILED,
+            format!(
+                "network {:?} on node {node}: cannot take away the shaping of {ifname}: {e}",
+                ctx.conf.network
+            ),
+        )),
+    }
+}
+
 fn check(ctx: &Ctx) -> Result<Vec<u8>, CniError> {
     let binary = delegate::find(ctx.conf.delegate.as_str(), &ctx.env.path)?;
-    let config = recorded_or_rebuilt(ctx, &binary, false)?;
-    call(&binary, &ctx.conf, &this_node(), &config, &[])?;
+    let (config, shaped) = recorded_or_rebuilt(ctx, &binary, false)?;
+    let node = this_node();
+    call(&binary, &ctx.conf, &node, &config, &[])?;
+    if let (Shaped::Recorded(Some(shaping)), Some(netns)) = (&shaped, ctx.env.netns.as_deref()) {
+        let (_, ifname) = ctx.env.attachment();
+        shaper::check(Path::new(netns), ifname, shaping).map_err(|e| {
+            CniError::new(
+                SHAPING_FAILED,
+                format!(
+                    "network {:?} on node {node}: {ifname} is not shaped as it was at ADD: {e}",
+                    ctx.conf.network
+                ),
+            )
+            .details("something changed the pod's qdiscs or filters; recreate the pod to have them set up again")
+        })?;
+    }
     Ok(Vec::new())
 }
 
@@ -505,22 +749,29 @@ fn call(
     delegate::run(binary, vars, &stdin).map_err(|e| tried(e, conf, node, master(config)))
 }
 
-/// [`call`], doing `meanwhile` while the delegate runs.
-fn call_while(
+/// [`call`], doing `meanwhile` while the delegate runs (not at all when
+/// the delegate cannot be started).
+fn call_while<T>(
     binary: &Path,
     conf: &NetConf,
     node: &str,
     config: &Map<String, Value>,
-    meanwhile: impl FnOnce(),
-) -> Result<Vec<u8>, CniError> {
-    let stdin =
-        serde_json::to_vec(config).map_err(|e| CniError::new(DELEGATE_FAILED, e.to_string()))?;
-    let running =
-        delegate::start(binary, &[], &stdin).map_err(|e| tried(e, conf, node, master(config)))?;
-    meanwhile();
-    running
+    meanwhile: impl FnOnce() -> Option<T>,
+) -> (Result<Vec<u8>, CniError>, Option<T>) {
+    let started = serde_json::to_vec(config)
+        .map_err(|e| CniError::new(DELEGATE_FAILED, e.to_string()))
+        .and_then(|stdin| {
+            delegate::start(binary, &[], &stdin).map_err(|e| tried(e, conf, node, master(config)))
+        });
+    let running = match started {
+        Ok(running) => running,
+        Err(e) => return (Err(e), None),
+    };
+    let done = meanwhile();
+    let out = running
         .wait()
-        .map_err(|e| tried(e, conf, node, master(config)))
+        .map_err(|e| tried(e, conf, node, master(config)));
+    (out, done)
 }
 
 fn master(config: &Map<String, Value>) -> &str {

@@ -32,9 +32,10 @@ use k8s_openapi::api::resource::v1::ResourceClaim;
 use kube::{Api, Client};
 use tokio::net::UnixListener;
 
+use crate::agent::slices::SliceOptions;
 use crate::atomic::{self, Durability};
-use crate::dra::DRIVER;
-use crate::snapshot::read_networks;
+use crate::dra::{self, Bandwidth, DRIVER, Sharing};
+use crate::snapshot::{read_networks, read_survey};
 use prepare::{Prepared, PreparedClaim, prepare};
 use proto::{
     Claim, Device, NodePrepareResourceResponse, NodePrepareResourcesResponse,
@@ -74,6 +75,9 @@ pub struct PluginConfig {
     /// How long the kubelet gets to register the plugin before its
     /// silence is reported ([`registration::DEFAULT_GRACE`]).
     pub registration_grace: Duration,
+    /// How the slice offers bandwidth: what a device the allocation
+    /// records no consumption of gives its claim.
+    pub slices: SliceOptions,
 }
 
 impl PluginConfig {
@@ -168,8 +172,15 @@ impl Handler {
             Ok(Ok(object)) => object,
         };
         let snapshot = read_networks(&self.config.state_dir).map_err(|e| e.to_string())?;
-        let prepared = prepare(&self.config.node, &claim.uid, &object, &snapshot)
-            .map_err(|e| e.to_string())?;
+        let unconsumed = self.unconsumed();
+        let prepared = prepare(
+            &self.config.node,
+            &claim.uid,
+            &object,
+            &snapshot,
+            &unconsumed,
+        )
+        .map_err(|e| e.to_string())?;
         let answer = devices(&prepared);
         let mut record = self.lock();
         record.insert(claim.uid.clone(), prepared);
@@ -181,6 +192,34 @@ impl Handler {
         drop(record);
         self.changed.notify_one();
         Ok(answer)
+    }
+
+    /// The bandwidth a device gives a claim whose allocation records none
+    /// consumed, as the node's slice offers it (from the survey the slice
+    /// is made of): a shared device's request default, a numbered
+    /// device's share of the link; none where the link speed is unknown.
+    fn unconsumed(&self) -> impl Fn(&str) -> Option<u64> + use<> {
+        let status = read_survey(&self.config.state_dir).ok();
+        let options = self.config.slices;
+        move |device: &str| {
+            let status = status.as_ref()?;
+            let sharing = if status.networks.contains_key(device) {
+                Sharing::Shared
+            } else {
+                Sharing::Numbered(options.numbered)
+            };
+            let devices = dra::devices(status, &options.policy, sharing).devices;
+            let offered = devices
+                .iter()
+                .find(|d| d.name == device)?
+                .capacity
+                .as_ref()?
+                .get("bandwidth")?;
+            match sharing {
+                Sharing::Shared => Some(options.policy.default.0),
+                Sharing::Numbered(_) => Bandwidth::from_quantity(&offered.value.0).map(|b| b.0),
+            }
+        }
     }
 
     fn unprepare(&self, claims: Vec<Claim>) -> NodeUnprepareResourcesResponse {

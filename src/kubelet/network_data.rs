@@ -1,7 +1,9 @@
 //! Which prepared claim each attachment belongs to, and what its status
-//! should say (pure). An attachment names its pod, network and master; a
-//! claim was reserved for its pods when prepared, and each of its devices
-//! stands for a network on a master. That pair is the match.
+//! should say (pure): the pod interface's network data and, when shaped,
+//! what it is held to (the device's `data`). An attachment names its pod,
+//! network and master; a claim was reserved for its pods when prepared,
+//! and each of its devices stands for a network on a master. That pair is
+//! the match.
 //!
 //! Only changes are written: the data last written is kept with the claim.
 //! A claim whose attachments are gone keeps what it shows (the pod is
@@ -12,18 +14,45 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::prepare::{NetworkData, Prepared, PreparedClaim};
+use super::prepare::{NetworkData, Prepared, PreparedClaim, PreparedDevice};
 use crate::attachment::Attachment;
-use crate::dra::DRIVER;
+use crate::cni::bandwidth::{Direction, Limits};
+use crate::dra::{Bandwidth, DRIVER};
 
-/// For each claim (by UID), the data each of its devices (by index)
-/// should show now.
-pub type Wanted = BTreeMap<String, BTreeMap<usize, NetworkData>>;
+/// What one device of a claim should show.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    pub network: NetworkData,
+    /// `{"bandwidth": {"egress": {"rate": "2G", "source": "claim"}, ...}}`
+    /// for a shaped interface.
+    pub data: Option<Value>,
+}
+
+/// For each claim (by UID), what each of its devices (by index) should
+/// show now.
+pub type Wanted = BTreeMap<String, BTreeMap<usize, Report>>;
+
+/// The device data of a shaped interface.
+pub fn shaped_data(limits: &Limits) -> Option<Value> {
+    if limits.is_empty() {
+        return None;
+    }
+    let mut bandwidth = serde_json::Map::new();
+    for d in Direction::BOTH {
+        if let Some(l) = limits.get(d) {
+            bandwidth.insert(
+                d.as_str().into(),
+                json!({"rate": Bandwidth(l.rate).to_string(), "source": l.source}),
+            );
+        }
+    }
+    Some(json!({ "bandwidth": bandwidth }))
+}
 
 /// What the attachments on the node say of the prepared claims.
 pub fn wanted(prepared: &Prepared, attachments: &[Attachment]) -> Wanted {
     let mut out = Wanted::new();
-    for a in attachments {
+    for a in attachments.iter().filter(|a| a.claimed) {
         let found = prepared.iter().find_map(|(uid, claim)| {
             if !claim.pods.contains(&a.pod_uid) {
                 return None;
@@ -37,12 +66,15 @@ pub fn wanted(prepared: &Prepared, attachments: &[Attachment]) -> Wanted {
             Some((uid.clone(), index))
         });
         if let Some((uid, index)) = found {
-            let data = NetworkData {
-                interface_name: a.interface.clone(),
-                hardware_address: a.mac.clone(),
-                ips: a.ips.clone(),
+            let report = Report {
+                network: NetworkData {
+                    interface_name: a.interface.clone(),
+                    hardware_address: a.mac.clone(),
+                    ips: a.ips.clone(),
+                },
+                data: a.shaped.as_ref().and_then(shaped_data),
             };
-            out.entry(uid).or_default().insert(index, data);
+            out.entry(uid).or_default().insert(index, report);
         }
     }
     out
@@ -59,27 +91,39 @@ pub fn changed<'a>(prepared: &Prepared, wanted: &'a Wanted) -> Vec<&'a str> {
                     .devices
                     .iter()
                     .enumerate()
-                    .any(|(i, d)| d.reported.as_ref() != data.get(&i))
+                    .any(|(i, d)| !shows(d, data.get(&i)))
             })
         })
         .map(|(uid, _)| uid.as_str())
         .collect()
 }
 
+/// Whether a device's last written status is `report` (nothing to show
+/// is shown by what was written last: see the module's note).
+fn shows(device: &PreparedDevice, report: Option<&Report>) -> bool {
+    match report {
+        None => device.reported.is_none(),
+        Some(r) => device.reported.as_ref() == Some(&r.network) && device.reported_data == r.data,
+    }
+}
+
 /// The server-side apply body of a claim's status: our driver's devices
 /// that have data, keyed as the allocation names them. The UID makes it a
 /// write to this claim only, never to a new one of the same name.
-pub fn status_body(uid: &str, claim: &PreparedClaim, data: &BTreeMap<usize, NetworkData>) -> Value {
-    let devices: Vec<Value> = data
+pub fn status_body(uid: &str, claim: &PreparedClaim, reports: &BTreeMap<usize, Report>) -> Value {
+    let devices: Vec<Value> = reports
         .iter()
-        .filter_map(|(i, d)| {
+        .filter_map(|(i, r)| {
             let device = claim.devices.get(*i)?;
             let mut entry = json!({
                 "driver": DRIVER,
                 "pool": device.pool,
                 "device": device.device,
-                "networkData": d,
+                "networkData": r.network,
             });
+            if let Some(data) = &r.data {
+                entry["data"] = data.clone();
+            }
             if let Some(share) = &device.share_id {
                 entry["shareID"] = share.as_str().into();
             }
@@ -107,7 +151,10 @@ mod tests {
             network: device.split('-').next().unwrap_or_default().into(),
             interface: interface.into(),
             share_id: None,
+            bandwidth: None,
+            directions: Direction::BOTH.to_vec(),
             reported: None,
+            reported_data: None,
         }
     }
 
@@ -130,6 +177,8 @@ mod tests {
             interface: ifname.into(),
             mac: Some("0a:58:0a:01:02:03".into()),
             ips: vec!["10.1.2.3/24".into()],
+            claimed: true,
+            shaped: None,
         }
     }
 
@@ -161,10 +210,10 @@ mod tests {
         ];
         let w = wanted(&prepared, &attachments);
         assert_eq!(w.len(), 2);
-        assert_eq!(w["c1"][&0].interface_name, "net1");
+        assert_eq!(w["c1"][&0].network.interface_name, "net1");
         let two: Vec<&str> = w["c2"]
             .values()
-            .map(|d| d.interface_name.as_str())
+            .map(|d| d.network.interface_name.as_str())
             .collect();
         assert_eq!(two, ["net1", "net2"]);
         assert_eq!(changed(&prepared, &w), ["c1", "c2"]);
@@ -188,7 +237,7 @@ mod tests {
         )]);
         let w = wanted(&prepared, &[attached("p1", "green", "ens4", "net1")]);
         if let Some(c) = prepared.get_mut("c1") {
-            c.devices[0].reported = w["c1"].get(&0).cloned();
+            c.devices[0].reported = w["c1"].get(&0).map(|r| r.network.clone());
             c.devices[0].share_id = Some("7f3c".into());
         }
         assert!(changed(&prepared, &w).is_empty());
@@ -201,5 +250,51 @@ mod tests {
         assert_eq!(body["status"]["devices"][0]["shareID"], "7f3c");
         // Nothing attached: nothing to write.
         assert!(changed(&prepared, &wanted(&prepared, &[])).is_empty());
+    }
+
+    #[test]
+    fn a_shaped_interface_shows_its_bandwidth_and_unclaimed_ones_are_no_claim_s() {
+        use crate::cni::bandwidth::{Limit, Source};
+        let mut prepared = Prepared::from([(
+            "c1".to_string(),
+            claim("db-green", &["p1"], vec![device("green", "ens4")]),
+        )]);
+        let mut a = attached("p1", "green", "ens4", "net1");
+        a.shaped = Some(Limits {
+            egress: Some(Limit {
+                rate: 400_000_000,
+                burst: 1_000_000,
+                source: Source::RuntimeConfig,
+            }),
+            ingress: Some(Limit {
+                rate: 2_000_000_000,
+                burst: 4_000_000,
+                source: Source::Claim,
+            }),
+        });
+        // The same pod's attachment made without the claim is not its.
+        let mut unclaimed = attached("p1", "green", "ens4", "net2");
+        unclaimed.claimed = false;
+        let w = wanted(&prepared, &[unclaimed.clone(), a.clone()]);
+        assert_eq!(w["c1"].len(), 1);
+        let body = status_body("c1", &prepared["c1"], &w["c1"]);
+        assert_eq!(
+            body["status"]["devices"][0]["data"],
+            json!({"bandwidth": {"egress": {"rate": "400M", "source": "runtimeConfig"},
+                "ingress": {"rate": "2G", "source": "claim"}}})
+        );
+        assert_eq!(
+            body["status"]["devices"][0]["networkData"]["interfaceName"],
+            "net1"
+        );
+        // Written once; then only a change of the data writes again.
+        if let Some(c) = prepared.get_mut("c1") {
+            c.devices[0].reported = Some(w["c1"][&0].network.clone());
+            c.devices[0].reported_data = w["c1"][&0].data.clone();
+        }
+        assert!(changed(&prepared, &w).is_empty());
+        a.shaped = None;
+        assert_eq!(changed(&prepared, &wanted(&prepared, &[a])), ["c1"]);
+        assert!(wanted(&prepared, &[unclaimed]).is_empty());
     }
 }

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::Handler;
 use super::network_data;
-use super::prepare::NetworkData;
+use super::network_data::Report;
 use crate::agent::cluster::FIELD_MANAGER;
 use crate::agent::writer::{backoff, jitter, sleep_until};
 use crate::attachment;
@@ -119,7 +119,7 @@ impl Handler {
         &self,
         uid: &str,
         claim: &super::prepare::PreparedClaim,
-        data: &BTreeMap<usize, NetworkData>,
+        data: &BTreeMap<usize, Report>,
     ) -> Outcome {
         let label = format!("{}/{}", claim.namespace, claim.name);
         let body = network_data::status_body(uid, claim, data);
@@ -169,13 +169,15 @@ impl Handler {
 
     /// Records what a claim now shows, so it is not written again (nor
     /// after a restart).
-    fn reported(&self, uid: &str, data: &BTreeMap<usize, NetworkData>) {
+    fn reported(&self, uid: &str, data: &BTreeMap<usize, Report>) {
         let mut record = self.lock();
         let Some(claim) = record.get_mut(uid) else {
             return; // unprepared meanwhile
         };
         for (i, device) in claim.devices.iter_mut().enumerate() {
-            device.reported = data.get(&i).cloned();
+            let report = data.get(&i);
+            device.reported = report.map(|r| r.network.clone());
+            device.reported_data = report.and_then(|r| r.data.clone());
         }
         if let Err(e) = self.save(&record) {
             tracing::warn!(

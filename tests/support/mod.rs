@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod controller;
 pub mod fake_api;
+pub mod green;
 pub mod kubelet;
 pub mod pcap;
 
