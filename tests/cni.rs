@@ -7,6 +7,7 @@ use std::process::{Output, Stdio};
 
 use serde_json::{Value, json};
 use support::{Netns, surveyor};
+use support::{cni_error as error, cni_ok as ok};
 
 const PLUGINS: &str = "/usr/lib/cni";
 
@@ -235,36 +236,6 @@ fn node_config(path: &Path, state: &Path, cache: &Path) {
         json!({"stateDir": state, "cacheDir": cache}).to_string(),
     )
     .unwrap();
-}
-
-fn ok(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.stdout.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-}
-
-fn error(out: &Output) -> Value {
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not a CNI error ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
 }
 
 #[test]

@@ -81,6 +81,19 @@ fn real_switches_decode_as_they_meant() {
     );
 }
 
+/// The neighbors lldpd's receiver shows, each in [`lldpd_view`]'s shape.
+fn lldpd_neighbors(receiver: &Lldpd) -> Vec<Value> {
+    let out = receiver.cli(&["-f", "json0", "show", "neighbors", "details"]);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    shown["lldp"][0]["interface"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(lldpd_view)
+        .collect()
+}
+
 /// lldpd's JSON (`-f json0`: every value a list) for one neighbor, in our
 /// shape where the two can be compared.
 fn lldpd_view(n: &Value) -> Value {
@@ -249,15 +262,7 @@ fn replayed_captures_give_the_neighbors_lldpds_receiver_gives() {
     frames.extend(crafted());
     support::send_frames(&wire, "p0", frames);
     std::thread::sleep(Duration::from_millis(800));
-    let out = receiver.cli(&["-f", "json0", "show", "neighbors", "details"]);
-    let theirs: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let theirs: Vec<Value> = theirs["lldp"][0]["interface"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(lldpd_view)
-        .collect();
+    let theirs = lldpd_neighbors(&receiver);
     let (ours, stats) = ours.join().unwrap();
     let ours: Vec<Value> = ours.iter().map(our_view).collect();
     let key = |v: &Value| (v["chassisId"].to_string(), v["portId"].to_string());
@@ -386,15 +391,7 @@ fn cisco_cdpv2_frames_of_a_capture_decode_as_lldpd_decodes_them() {
     std::thread::sleep(Duration::from_millis(500));
     support::send_frames(&wire, "p0", cdp);
     std::thread::sleep(Duration::from_millis(800));
-    let out = receiver.cli(&["-f", "json0", "show", "neighbors", "details"]);
-    let theirs: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let theirs: Vec<Value> = theirs["lldp"][0]["interface"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(lldpd_view)
-        .collect();
+    let theirs = lldpd_neighbors(&receiver);
     let ours: Vec<Value> = ours.join().unwrap().iter().map(our_view).collect();
     assert_eq!(theirs.len(), 2, "lldpd's receiver: {theirs:#?}");
     assert_eq!(ours.len(), 2, "ours: {ours:#?}");

@@ -10,41 +10,15 @@
 
 mod support;
 
-use std::process::Output;
-
 use serde_json::{Value, json};
 use support::Netns;
 use support::green::{Flow, Green, Iperf, SWITCH_IP, ingress_filters, links, measure, qdiscs};
+use support::{cni_error as error, cni_ok as ok};
 
 const SECS: f64 = 1.5;
 
 fn green(tag: &str) -> Green {
     Green::new(tag, support::surveyor())
-}
-
-fn ok(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
-
-fn error(out: &Output) -> Value {
-    assert!(
-        !out.status.success(),
-        "expected a failure: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not a CNI error ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
 }
 
 /// Goodput as a share of `rate`, asserting it is held to it.

@@ -274,6 +274,7 @@ fn addresses(value: &[u8]) -> Result<Vec<String>, CdpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lldp::unhex;
 
     fn tlv(kind: u16, value: &[u8]) -> Vec<u8> {
         let mut out = kind.to_be_bytes().to_vec();
@@ -285,13 +286,6 @@ mod tests {
     /// The PDU lldpd 1.0.16 sends as a CDPv1 switch named sw-x on port pa
     /// (captured: after the SNAP header).
     const LLDPD_CDPV1: &str = "010444030001000873772d7800030006706100040008000000100005005a44656269616e20474e552f4c696e75782031322028626f6f6b776f726d29204c696e757820362e31382e34342d66632d763132353220233120534d5020505245454d50545f44594e414d4943204030207838365f3634000600094c696e7578";
-
-    fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
 
     #[test]
     fn lldpd_s_cdp_decodes_as_lldpd_shows_it() {

@@ -198,13 +198,7 @@ fn rejection(protocol: Protocol, reason: &'static str, e: &dyn fmt::Display) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::lldp::unhex;
 
     /// Whole frames lldpd 1.0.16 sent (captured on a veth).
     const CDP: &str = "01000cccccccf6772332864a0085aaaa0300000c2000010444030001000873772d7800030006706100040008000000100005005a44656269616e20474e552f4c696e75782031322028626f6f6b776f726d29204c696e757820362e31382e34342d66632d763132353220233120534d5020505245454d50545f44594e414d4943204030207838365f3634000600094c696e7578";

@@ -193,13 +193,7 @@ fn vlan(out: &mut EdpPdu, value: &[u8]) -> Result<(), EdpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::lldp::unhex;
 
     /// What lldpd 1.0.16 sends as an EDP switch sw-x (after the SNAP
     /// header): Display, Info (slot 8, port 0: "9/1"), NULL.

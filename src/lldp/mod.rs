@@ -309,6 +309,15 @@ impl Lldp {
     }
 }
 
+/// Bytes from a hex string: the unit tests' frames, as captured.
+#[cfg(test)]
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -871,3 +871,35 @@ pub fn aarch64_binary() -> std::path::PathBuf {
     );
     path
 }
+
+/// A CNI call that succeeded: its result (`null` when it prints none).
+pub fn cni_ok(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.stdout.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+/// A CNI call that failed as the spec says (exit 1): its error.
+pub fn cni_error(out: &std::process::Output) -> serde_json::Value {
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not a CNI error ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
